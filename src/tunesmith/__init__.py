@@ -1,0 +1,77 @@
+"""tunesmith: fine-tune pretrained transformers on your own labeled data.
+
+θ̃ = argmin_θ Σ L(y, F_θ(x)), starting from θ̂. The public API is the handful of names below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__version__ = "0.1.0"
+
+from tunesmith.config import RunConfig  # noqa: E402
+from tunesmith.errors import ConfigError, DataError, ModelError, TunesmithError  # noqa: E402
+
+
+def finetune(
+    train_data: str | None = None,
+    model: str | None = None,
+    output: str | None = None,
+    *,
+    config: RunConfig | str | Path | None = None,
+    **options: Any,
+):
+    """Fine-tune a pretrained model on a labeled file; returns a RunResult (path, metrics, best, seconds).
+
+    ``options`` are config fields by name or dotted key: ``epochs=4``, ``eval_data="test.csv"``,
+    ``**{"train.lr": 3e-5}``. Example: ``finetune(train_data="emails.csv", output="runs/support")``.
+    """
+    from tunesmith.train.run import run
+
+    cfg = config if isinstance(config, RunConfig) else (RunConfig.from_yaml(config) if config else RunConfig())
+    values = {"data.train_data": train_data, "model.name": model, "output": output}
+    cfg = cfg.with_values({k: v for k, v in values.items() if v is not None}, where="argument")
+    return run(cfg.with_values(options, where="argument"))
+
+
+def load(path: str | Path, batch_size: int = 64):
+    """A Predictor for a run folder: ``load("runs/support").predict(["I was charged twice"])``."""
+    from tunesmith.predict import Predictor
+
+    return Predictor.from_run(path, batch_size)
+
+
+def evaluate(run: str | Path, data: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Metrics of a run folder's model on a labeled file (see tunesmith.evaluate.evaluate_run)."""
+    from tunesmith.evaluate import evaluate_run
+
+    return evaluate_run(run, data, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # Heavy modules (torch, transformers) load only when these names are used.
+    if name == "Predictor":
+        from tunesmith.predict import Predictor
+
+        return Predictor
+    if name == "RunResult":
+        from tunesmith.train.run import RunResult
+
+        return RunResult
+    raise AttributeError(name)
+
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "Predictor",
+    "RunConfig",
+    "RunResult",
+    "TunesmithError",
+    "__version__",
+    "evaluate",
+    "finetune",
+    "load",
+]

@@ -1,0 +1,5 @@
+"""python -m tunesmith."""
+
+from tunesmith.cli import main
+
+main()

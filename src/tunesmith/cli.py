@@ -1,0 +1,158 @@
+"""The tunesmith command: each command builds a config and calls one library function.
+
+User errors (TunesmithError) print one line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tunesmith.errors import EXIT_USAGE, TunesmithError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fine-tune pretrained transformers on your own labeled data.",
+)
+
+Opt = typer.Option
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str | None, typer.Argument(help="Training file (CSV, TSV, JSONL, JSON, Parquet) or saved dataset.")
+    ] = None,
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML run config; flags and --set override it.")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Any config field: section.field=value (repeatable).")] = None,
+    model: Annotated[str | None, Opt(help="Alias (minilm), local folder, or hub id.")] = None,
+    output: Annotated[str | None, Opt("--output", "-o", help="Run folder to write.")] = None,
+    eval_data: Annotated[str | None, Opt(help="Evaluation file; else --eval-split of DATA is held out.")] = None,
+    eval_split: Annotated[float | None, Opt(help="Fraction of DATA held out for evaluation (default 0.1).")] = None,
+    text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
+    label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
+    labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
+    encoding: Annotated[str | None, Opt(help="Encoding of text files (default utf-8).")] = None,
+    epochs: Annotated[int | None, Opt(help="Passes over the data (default 3).")] = None,
+    batch_size: Annotated[int | None, Opt(help="Samples per micro-batch (default 16).")] = None,
+    lr: Annotated[float | None, Opt(help="Peak learning rate (default 5e-5).")] = None,
+    seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
+    max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
+    precision: Annotated[str | None, Opt(help="fp32 or bf16.")] = None,
+    overwrite: Annotated[bool, Opt(help="Replace an existing run folder.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="Only errors.")] = False,
+) -> None:
+    """Fine-tune a pretrained model on a labeled file and write a run folder."""
+    from tunesmith.config import RunConfig
+    from tunesmith.train.run import run
+
+    cfg = RunConfig.from_yaml(config) if config else RunConfig()
+    flags: dict[str, Any] = {
+        "data.train_data": data,
+        "model.name": model,
+        "output": output,
+        "data.eval_data": eval_data,
+        "data.eval_split": eval_split,
+        "data.text_column": text_column,
+        "data.label_column": label_column,
+        "data.labels": labels,
+        "data.encoding": encoding,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "train.seed": seed,
+        "model.max_length": max_length,
+        "train.precision": precision,
+        "overwrite": overwrite or None,
+        "quiet": quiet or None,
+    }
+    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag")
+    run(cfg.override(set_ or []))
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")],
+    data: Annotated[str, typer.Argument(help="Labeled file to score.")],
+    text_column: Annotated[str | None, Opt(help="Text column (as in training when unset).")] = None,
+    label_column: Annotated[str | None, Opt(help="Label column (as in training when unset).")] = None,
+    encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
+    batch_size: Annotated[int, Opt(help="Texts per batch.")] = 64,
+    output: Annotated[Path | None, Opt("--output", "-o", help="Also write the metrics as JSON here.")] = None,
+) -> None:
+    """Score a run folder's model on a labeled file: per-class table, macro-F1, confusion matrix."""
+    from rich.console import Console
+
+    from tunesmith.evaluate import evaluate_run
+    from tunesmith.report import print_metrics
+    from tunesmith.runs import write_json
+
+    metrics = evaluate_run(run_dir, data, text_column, label_column, encoding, batch_size)
+    print_metrics(metrics, f"{data} ({metrics['n']} rows)", Console())
+    print(f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
+    if output:
+        write_json(output, metrics)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")],
+    data: Annotated[
+        str, typer.Argument(help="CSV / TSV / JSONL / JSON / Parquet / .txt (a text per line), or - for stdin.")
+    ] = "-",
+    output: Annotated[str | None, Opt("--output", "-o", help="CSV or JSONL file; stdout when unset or -.")] = None,
+    top_k: Annotated[int | None, Opt(help="Keep only the k most likely labels' probabilities.")] = None,
+    text_column: Annotated[str | None, Opt(help="Text column (as in training when unset).")] = None,
+    encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
+    batch_size: Annotated[int, Opt(help="Texts per batch.")] = 64,
+    format_: Annotated[
+        str | None, Opt("--format", help="csv or jsonl (default: from the output name; jsonl on stdout).")
+    ] = None,
+) -> None:
+    """Label texts with a run folder's model."""
+    from tunesmith.predict import Predictor
+    from tunesmith.report import console
+
+    n = Predictor.from_run(run_dir, batch_size).predict_file(data, output, top_k, text_column, encoding, format_)
+    if output not in (None, "-"):
+        console.print(f"wrote {n} predictions to {output}")
+
+
+@app.command()
+def info(name: Annotated[str, typer.Argument(help="Alias (minilm), local folder or hub id.")] = "minilm") -> None:
+    """Architecture, parameter counts, maximum length and tokenizer of a model."""
+    from rich.console import Console
+
+    from tunesmith.model.info import describe
+
+    Console().print(describe(name))
+
+
+@app.command("demo-data")
+def demo_data(
+    folder: Annotated[Path, typer.Argument(help="Folder to write train.jsonl, test.jsonl, new_emails.txt.")],
+) -> None:
+    """Write the embedded support-email dataset (billing / technical / feedback)."""
+    from tunesmith.demo import write_demo_data
+
+    for path in write_demo_data(folder):
+        print(path)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
+    try:
+        app()
+    except TunesmithError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

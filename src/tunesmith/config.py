@@ -1,0 +1,313 @@
+"""The run config: typed dataclasses, one docstring per field, YAML in and out, dotted overrides.
+
+Every option of tunesmith is a field here; CLI flags only set fields. Nothing in this file
+touches data or models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where D comes from and how its columns are read."""
+
+    train_data: str | None = None
+    """Training file (CSV, TSV, JSONL, JSON, Parquet) or a folder saved by datasets' save_to_disk."""
+    eval_data: str | None = None
+    """Evaluation file; when unset, a stratified eval_split fraction of train_data is held out."""
+    eval_split: float = 0.1
+    """Fraction of train_data held out for evaluation when eval_data is unset (0 disables evaluation)."""
+    text_column: str | None = None
+    """Column holding the text; found by name (text, sentence, content, body, ...) when unset."""
+    label_column: str | None = None
+    """Column holding the label; found by name (label, labels, category, class, target) when unset."""
+    labels: list[str] | None = None
+    """Label names in the order of their ids; sorted labels of the training data when unset."""
+    encoding: str = "utf-8"
+    """Text encoding of CSV, TSV, JSONL and plain-text files."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_split < 1.0:
+            raise ConfigError(f"data.eval_split must be in [0, 1), got {self.eval_split}")
+        if isinstance(self.labels, str):
+            self.labels = [s.strip() for s in self.labels.split(",") if s.strip()]
+
+
+@dataclass
+class ModelConfig:
+    """θ̂: which pretrained model, and how its inputs are shaped."""
+
+    name: str = "minilm"
+    """Alias of a packaged model (minilm), a local transformers folder, or a hub id."""
+    max_length: int = 128
+    """Longer texts are truncated to this many tokens (special tokens included)."""
+    trust_remote_code: bool = False
+    """Allow a hub model to run its own Python code; off, since that code runs on your machine."""
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError(f"model.max_length must be at least 8, got {self.max_length}")
+
+
+@dataclass
+class TaskConfig:
+    """F_θ: the task head put on the pretrained network."""
+
+    type: str = "classification"
+    """Task: classification (one label per text)."""
+
+    def __post_init__(self) -> None:
+        if self.type != "classification":
+            raise ConfigError(f"task.type '{self.type}' is not available yet; use 'classification'")
+
+
+@dataclass
+class StrategyConfig:
+    """Which parameters train."""
+
+    name: str = "full"
+    """full: every parameter trains (the default)."""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation: AdamW with warmup, decay, clipping and accumulation."""
+
+    epochs: int = 3
+    """Passes over the training data."""
+    batch_size: int = 16
+    """Samples per micro-batch; one optimiser step sees batch_size * grad_accum samples."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    lr: float = 5e-5
+    """Peak learning rate of the backbone; the head uses head_lr."""
+    head_lr: float | None = None
+    """Peak learning rate of the task head; the same as lr when unset."""
+    weight_decay: float = 0.01
+    """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    warmup_ratio: float = 0.1
+    """Fraction of the optimiser steps spent warming the learning rate up linearly from 0."""
+    schedule: str = "linear"
+    """Decay after warmup: linear, cosine or constant."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm (0 disables clipping)."""
+    seed: int = 42
+    """Seeds the head's initialisation, dropout, the eval split and the data order."""
+    precision: str = "fp32"
+    """fp32, or bf16 autocast where the hardware supports it."""
+    log_every: int = 10
+    """Optimiser steps between entries of metrics.jsonl."""
+    group_window: int = 50
+    """Length grouping: batches are cut from shuffled windows of group_window * batch_size samples."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"train.epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"train.batch_size must be at least 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"train.grad_accum must be at least 1, got {self.grad_accum}"),
+            (self.lr > 0, f"train.lr must be positive, got {self.lr}"),
+            (self.head_lr is None or self.head_lr > 0, f"train.head_lr must be positive, got {self.head_lr}"),
+            (0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (
+                self.schedule in ("linear", "cosine", "constant"),
+                f"train.schedule must be linear, cosine or constant, got '{self.schedule}'",
+            ),
+            (self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got '{self.precision}'"),
+            (self.log_every >= 1, f"train.log_every must be at least 1, got {self.log_every}"),
+            (self.group_window >= 1, f"train.group_window must be at least 1, got {self.group_window}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class EvalConfig:
+    """When to evaluate, which checkpoint to keep, when to stop."""
+
+    every_steps: int | None = None
+    """Evaluate every this many optimiser steps; at the end of every epoch when unset."""
+    metric: str = "macro_f1"
+    """Metric that picks the best checkpoint: macro_f1, weighted_f1, accuracy or loss (lower is better)."""
+    patience: int | None = None
+    """Stop after this many evaluations without improvement; never when unset."""
+    batch_size: int = 64
+    """Samples per batch when evaluating and predicting."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("macro_f1", "weighted_f1", "accuracy", "loss"):
+            raise ConfigError(f"eval.metric must be macro_f1, weighted_f1, accuracy or loss, got '{self.metric}'")
+        if self.every_steps is not None and self.every_steps < 1:
+            raise ConfigError(f"eval.every_steps must be at least 1, got {self.every_steps}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"eval.patience must be at least 1, got {self.patience}")
+
+    def better(self, new: float, old: float | None) -> bool:
+        """Whether ``new`` improves on ``old`` for the chosen metric."""
+        if old is None:
+            return True
+        return new < old if self.metric == "loss" else new > old
+
+
+@dataclass
+class RunConfig:
+    """Everything one fine-tuning run needs; tunesmith.json in the run folder holds it resolved."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: str | None = None
+    """Run folder to write; runs/<train file name>-<time> when unset."""
+    overwrite: bool = False
+    """Replace an existing run folder at output."""
+    quiet: bool = False
+    """No progress bar and no tables, only errors."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, as written to YAML and tunesmith.json."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The config as YAML that from_yaml reads back."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
+        """Build from a nested dict; unknown keys and wrongly typed values raise ConfigError."""
+        return _build(cls, raw, where)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Read a YAML config file."""
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
+        return cls.from_dict(raw, where=str(path))
+
+    def override(self, assignments: list[str]) -> RunConfig:
+        """Apply ``section.field=value`` strings (values parsed as YAML) and re-check the result."""
+        values = {}
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {item}: expected section.field=value")
+            values[key.strip()] = _parse_value(value)
+        return self.with_values(values, where="--set")
+
+    def with_values(self, values: dict[str, Any], where: str = "option") -> RunConfig:
+        """A copy with fields set by dotted key (train.lr) or by a field name unique across sections (lr)."""
+        raw = self.to_dict()
+        for key, value in values.items():
+            parts = key.split(".") if "." in key else self._locate(key, where)
+            node = raw
+            for depth, part in enumerate(parts):
+                if not isinstance(node, dict) or part not in node:
+                    known = list(node) if isinstance(node, dict) else []
+                    raise ConfigError(
+                        f"{where} {key}: unknown key '{'.'.join(parts[: depth + 1])}'" + _suggest(part, known)
+                    )
+                if depth == len(parts) - 1:
+                    if isinstance(node[part], dict):
+                        raise ConfigError(f"{where} {key}: '{key}' is a section; set one of its fields")
+                    node[part] = value
+                else:
+                    node = node[part]
+        return RunConfig.from_dict(raw, where=where)
+
+    def _locate(self, name: str, where: str) -> list[str]:
+        raw = self.to_dict()
+        if name in raw and not isinstance(raw[name], dict):
+            return [name]
+        hits = [[section, name] for section, fields in raw.items() if isinstance(fields, dict) and name in fields]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise ConfigError(f"{where} {name}: ambiguous; use one of {', '.join('.'.join(h) for h in hits)}")
+        every = [f"{s}.{f}" for s, fields in raw.items() if isinstance(fields, dict) for f in fields]
+        raise ConfigError(f"{where} {name}: unknown option" + _suggest(name, [e.split(".")[1] for e in every]))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean '{close[0]}'?" if close else (f" (known: {', '.join(known)})" if known else "")
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}'" + _suggest(str(key), sorted(names)))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{where}: {key}")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}: {key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a YAML value against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, where) for v in value]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-5" (no dot) as a string; users mean the number.
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint in (int, float, str, bool) and (type(value) is hint):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -1,0 +1,1 @@
+"""D: reading the user's files, checking them, and turning them into batches."""

@@ -1,0 +1,128 @@
+"""Row-level checks that turn a Table into clean (text, label) columns, or one DataError.
+
+Knows nothing about tokenizers or models.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.data.labels import LabelSpace
+from tunesmith.data.readers import LABEL_NAMES, TEXT_NAMES, Table, find_column, is_missing
+from tunesmith.errors import DataError
+
+
+@dataclass
+class Examples:
+    """Validated texts with their labels (as strings), and where each came from."""
+
+    file: str
+    texts: list[str]
+    labels: list[str] | None
+    rows: list[int]
+    lines: list[int] | None
+    text_column: str
+    label_column: str | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, indices: list[int]) -> Examples:
+        """A subset, keeping where each row came from (for errors about held-out rows)."""
+        return Examples(
+            self.file,
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices] if self.labels is not None else None,
+            [self.rows[i] for i in indices],
+            [self.lines[i] for i in indices] if self.lines else None,
+            self.text_column,
+            self.label_column,
+        )
+
+    def label_ids(self, space: LabelSpace) -> list[int]:
+        """Ids of the labels; one outside the space (say, only in the eval file) is a DataError."""
+        assert self.labels is not None
+        ids = []
+        for i, lab in enumerate(self.labels):
+            idx = space.index(lab)
+            if idx is None:
+                raise DataError(
+                    self.file,
+                    f"label '{lab}' was never seen in training (known: {', '.join(space.names)})",
+                    row=self.rows[i],
+                    line=self.lines[i] if self.lines else None,
+                    column=self.label_column,
+                )
+            ids.append(idx)
+        return ids
+
+
+def examples(table: Table, text_column: str | None, label_column: str | None, need_labels: bool = True) -> Examples:
+    """Find the columns, then check every row: text present and a string, label present and scalar."""
+    text_col = find_column(table, text_column, TEXT_NAMES, "text", "--text-column")
+    label_col = None
+    if need_labels or label_column is not None:
+        label_col = find_column(table, label_column, LABEL_NAMES, "label", "--label-column")
+    texts = [_text(table, i, v, text_col) for i, v in enumerate(table.columns[text_col])]
+    labels = None
+    if label_col is not None:
+        labels = [_label(table, i, v, label_col) for i, v in enumerate(table.columns[label_col])]
+    return Examples(table.path, texts, labels, list(range(1, len(table) + 1)), table.lines, text_col, label_col)
+
+
+def _text(table: Table, i: int, value: Any, column: str) -> str:
+    if is_missing(value):
+        raise DataError(table.path, "empty text", column=column, **table.where(i))
+    if not isinstance(value, str):
+        raise DataError(
+            table.path,
+            f"expected text, got {type(value).__name__} {str(value)[:40]!r}",
+            column=column,
+            **table.where(i),
+        )
+    return value
+
+
+def _label(table: Table, i: int, value: Any, column: str) -> str:
+    """Labels become strings: integers (and integral floats such as 1.0 from Parquet) print without a point."""
+    if is_missing(value):
+        raise DataError(table.path, "missing label", column=column, **table.where(i))
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(table.path, f"label {value} is not a class", column=column, **table.where(i))
+        return str(int(value)) if value.is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip()
+    raise DataError(
+        table.path,
+        f"expected one label, got {type(value).__name__} {str(value)[:40]!r}",
+        column=column,
+        **table.where(i),
+    )
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, eval) row indices holding out ``fraction`` of each class.
+
+    Each class keeps at least one row in training, so a rare class never appears only in the
+    evaluation set (where it could not be learned).
+    """
+    rng = random.Random(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    train, held = [], []
+    for lab in sorted(by_class):
+        rows = by_class[lab]
+        rng.shuffle(rows)
+        n_eval = min(round(len(rows) * fraction), len(rows) - 1)
+        held.extend(rows[:n_eval])
+        train.extend(rows[n_eval:])
+    return sorted(train), sorted(held)

@@ -1,0 +1,46 @@
+"""F_θ: which transformers AutoModelFor* class each task uses, and the split into backbone and head.
+
+The backbone is ``model.base_model`` (transformers' own base_model_prefix); the head is
+everything else. We never guess the head from module names.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from tunesmith.data.labels import LabelSpace
+from tunesmith.errors import ModelError
+from tunesmith.model.pretrained import ModelSource, load_errors, quiet_transformers
+
+TASK_MODELS = {"classification": AutoModelForSequenceClassification}
+
+
+def with_head(source: ModelSource, task: str, labels: LabelSpace, trust_remote_code: bool = False) -> PreTrainedModel:
+    """θ̂ plus a freshly initialised task head sized for the label space (seeded by the caller)."""
+    with load_errors(source), quiet_transformers():
+        model = TASK_MODELS[task].from_pretrained(
+            source.location,
+            num_labels=len(labels),
+            id2label=labels.id2label,
+            label2id=labels.label2id,
+            problem_type="single_label_classification",
+            trust_remote_code=trust_remote_code,
+        )
+    return model
+
+
+def load_finetuned(folder: str, task: str, labels: LabelSpace) -> PreTrainedModel:
+    """θ̃ from a run folder; its label map must match the one tunesmith saved."""
+    source = ModelSource(folder, folder, "local")
+    with load_errors(source), quiet_transformers():
+        model = TASK_MODELS[task].from_pretrained(folder)
+    saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if saved != list(labels.names):
+        raise ModelError(f"{folder}: config.json labels {saved} differ from tunesmith.json labels {list(labels.names)}")
+    return model
+
+
+def head_parameter_names(model: PreTrainedModel) -> set[str]:
+    """Names of the parameters outside model.base_model: the task head."""
+    backbone = {id(p) for p in model.base_model.parameters()}
+    return {name for name, p in model.named_parameters() if id(p) not in backbone}

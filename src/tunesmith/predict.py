@@ -1,0 +1,155 @@
+"""Predictor: batched, length-sorted inference on texts or files, output in input order.
+
+Needs nothing but a run folder. Knows nothing about training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from tunesmith.data.batching import collate, sorted_batches
+from tunesmith.data.encode import encode_texts
+from tunesmith.data.labels import LabelSpace
+from tunesmith.data.readers import TEXT_NAMES, find_column, read_table
+from tunesmith.data.validate import examples
+from tunesmith.errors import ConfigError
+from tunesmith.model.heads import load_finetuned
+from tunesmith.model.pretrained import quiet_transformers
+from tunesmith.runs import read_run
+
+
+def iter_logits(
+    model: torch.nn.Module, ids: Sequence[Sequence[int]], batch_size: int, pad_id: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(row indices, fp32 logits on the CPU) per batch, longest texts first, so padding stays small."""
+    device = next(model.parameters()).device
+    for rows in sorted_batches([len(s) for s in ids], batch_size):
+        batch = {k: v.to(device) for k, v in collate([ids[i] for i in rows], pad_id).items()}
+        yield rows, model(**batch).logits.float().cpu()
+
+
+class Predictor:
+    """A fine-tuned classifier ready to label texts."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: LabelSpace,
+        max_length: int,
+        batch_size: int = 64,
+        text_column: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.text_column = text_column
+
+    @classmethod
+    def from_run(cls, path: str | Path, batch_size: int = 64) -> Predictor:
+        """Load θ̃, its tokenizer and label space from a run folder."""
+        run = read_run(path)
+        model = load_finetuned(str(run.path), run.task, run.labels)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+        return cls(model, tokenizer, run.labels, run.max_length, batch_size, run.config["data"].get("text_column"))
+
+    @torch.no_grad()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, one row per text, columns in label-space order."""
+        ids = encode_texts(self.tokenizer, texts, self.max_length)
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for rows, logits in iter_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id):
+            probs[rows] = torch.softmax(logits, dim=-1).numpy()
+        return probs
+
+    def predict(self, texts: Sequence[str] | str, top_k: int | None = None) -> Any:
+        """Per text: the predicted label, its probability, and the top_k (default: all) labels' probabilities.
+
+        A list of texts gives a list of dicts; a single string gives one dict.
+        """
+        single = isinstance(texts, str)
+        probs = self.predict_proba([texts] if single else list(texts))
+        out = [self._record(row, top_k) for row in probs]
+        return out[0] if single else out
+
+    def _record(self, row: np.ndarray, top_k: int | None) -> dict[str, Any]:
+        order = np.argsort(-row, kind="stable")[: top_k or len(row)]
+        best = int(order[0])
+        return {
+            "label": self.labels.names[best],
+            "score": float(row[best]),
+            "scores": {self.labels.names[i]: float(row[i]) for i in order},
+        }
+
+    def predict_file(
+        self,
+        source: str,
+        output: str | None,
+        top_k: int | None = None,
+        text_column: str | None = None,
+        encoding: str = "utf-8",
+        fmt: str | None = None,
+    ) -> int:
+        """Label every text of a file (or '-' for stdin) and write CSV or JSONL (or '-' for stdout)."""
+        if top_k is not None and not 1 <= top_k <= len(self.labels):
+            raise ConfigError(f"--top-k must be between 1 and {len(self.labels)} (the number of labels), got {top_k}")
+        table = read_table(source, encoding)
+        column = text_column or (self.text_column if self.text_column in table.columns else None)
+        if table.format != "text" and column is None:
+            column = find_column(table, None, TEXT_NAMES, "text", "--text-column")
+        texts = examples(table, column, None, need_labels=False).texts
+        records = self.predict(texts, top_k)
+        fmt = fmt or ("csv" if output and output.endswith((".csv", ".tsv")) else "jsonl")
+        if fmt not in ("csv", "jsonl"):
+            raise ConfigError(f"--format must be csv or jsonl, got '{fmt}'")
+        stream = io.StringIO()
+        if fmt == "jsonl":
+            for text, rec in zip(texts, records, strict=True):
+                stream.write(json.dumps({"text": text, **rec}, ensure_ascii=False) + "\n")
+        else:
+            self._write_csv(stream, texts, records, top_k, delimiter="\t" if (output or "").endswith(".tsv") else ",")
+        if output in (None, "-"):
+            sys.stdout.write(stream.getvalue())
+        else:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(output).with_name(f".{Path(output).name}.tmp")
+            tmp.write_text(stream.getvalue(), encoding="utf-8")
+            tmp.replace(output)
+        return len(texts)
+
+    def _write_csv(
+        self, stream: io.StringIO, texts: list[str], records: list[dict[str, Any]], top_k: int | None, delimiter: str
+    ) -> None:
+        """One column per label's probability; with top_k, label_i / score_i pairs instead."""
+        writer = csv.writer(stream, delimiter=delimiter, lineterminator="\n")
+        if top_k:
+            writer.writerow(
+                ["text", "label", "score"] + [f"{c}_{i}" for i in range(1, top_k + 1) for c in ("label", "score")]
+            )
+            for text, rec in zip(texts, records, strict=True):
+                pairs = [x for name, p in rec["scores"].items() for x in (name, f"{p:.6f}")]
+                writer.writerow([text, rec["label"], f"{rec['score']:.6f}", *pairs])
+        else:
+            writer.writerow(["text", "label", "score"] + [f"p({n})" for n in self.labels.names])
+            for text, rec in zip(texts, records, strict=True):
+                writer.writerow(
+                    [text, rec["label"], f"{rec['score']:.6f}", *(f"{rec['scores'][n]:.6f}" for n in self.labels.names)]
+                )
+
+
+def load(path: str | Path, batch_size: int = 64) -> Predictor:
+    """tunesmith.load(run_folder): a Predictor for the run."""
+    return Predictor.from_run(path, batch_size)

@@ -1,0 +1,111 @@
+"""What training did, on screen and on disk: progress, metrics.jsonl, metric tables, the summary.
+
+Knows nothing about models; it formats numbers that others computed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+"""Chatter goes to stderr, so stdout stays clean for predictions piped to other tools."""
+
+
+class Reporter:
+    """Appends every record to metrics.jsonl and drives a progress bar (none when quiet)."""
+
+    def __init__(self, metrics_file: Path, quiet: bool = False) -> None:
+        self.file = metrics_file.open("a")
+        self.quiet = quiet
+        self.last: dict[str, Any] = {}
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> Reporter:
+        if not self.quiet:
+            self.progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+        self.file.close()
+
+    def advance(self, step: int, total: int) -> None:
+        """Move the bar to this optimiser step."""
+        if self.progress is None:
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("train", total=total, info="")
+        self.progress.update(self.task, completed=step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write a training-log or evaluation record; show the latest values beside the bar."""
+        self.file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+        self.file.flush()
+        self.last.update(record)
+        if self.progress is not None and self.task is not None:
+            parts = []
+            if "loss" in self.last:
+                parts.append(f"loss {self.last['loss']:.4f}")
+            if "lr" in self.last:
+                parts.append(f"lr {self.last['lr']:.2e}")
+            if "samples_per_s" in self.last:
+                parts.append(f"{self.last['samples_per_s']:.1f} samples/s")
+            if "eval_macro_f1" in self.last:
+                parts.append(f"eval macro-F1 {self.last['eval_macro_f1']:.4f}")
+            self.progress.update(self.task, info=" · ".join(parts))
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """Per-class precision / recall / F1 / support, then the overall scores."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("label")
+    for col in ("precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right")
+    for name, m in metrics["per_class"].items():
+        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    table.add_section()
+    n = str(metrics["n"])
+    table.add_row("accuracy", "", "", f"{metrics['accuracy']:.4f}", n)
+    table.add_row("macro avg", "", "", f"{metrics['macro_f1']:.4f}", n)
+    table.add_row("weighted avg", "", "", f"{metrics['weighted_f1']:.4f}", n)
+    table.caption = f"loss {metrics['loss']:.4f}" if metrics.get("loss") == metrics.get("loss") else None
+    return table
+
+
+def confusion_table(metrics: dict[str, Any]) -> Table:
+    """Rows are the true labels, columns the predicted ones."""
+    names = list(metrics["per_class"])
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+        table.add_row(name, *map(str, row))
+    return table
+
+
+def print_metrics(metrics: dict[str, Any], title: str, out: Console | None = None) -> None:
+    """Both tables."""
+    out = out or console
+    out.print(metrics_table(metrics, title))
+    out.print(confusion_table(metrics))

@@ -1,0 +1,1 @@
+"""argmin: the recipe (run.py), the loop (loop.py), and what it optimises with (optim.py)."""
