@@ -43,8 +43,8 @@ def load(path: str | Path, batch_size: int = 64):
 
 
 def evaluate(run: str | Path, data: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Metrics of a run folder's model on a labeled file (see tunesmith.evaluate.evaluate_run)."""
-    from tunesmith.evaluate import evaluate_run
+    """Metrics of a run folder's model on a labeled file (see tunesmith.metrics.evaluate_run)."""
+    from tunesmith.metrics import evaluate_run
 
     return evaluate_run(run, data, **kwargs)
 

@@ -89,7 +89,7 @@ def evaluate(
     """Score a run folder's model on a labeled file: per-class table, macro-F1, confusion matrix."""
     from rich.console import Console
 
-    from tunesmith.evaluate import evaluate_run
+    from tunesmith.metrics import evaluate_run
     from tunesmith.report import print_metrics
     from tunesmith.runs import write_json
 

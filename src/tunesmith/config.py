@@ -166,11 +166,17 @@ class RunConfig:
     """Everything one fine-tuning run needs; tunesmith.json in the run folder holds it resolved."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """D: the files and their columns."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """θ̂: the pretrained model."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    """F_θ: the task head."""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    """Which parameters train."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """The optimisation."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation, best checkpoint, early stopping."""
     output: str | None = None
     """Run folder to write; runs/<train file name>-<time> when unset."""
     overwrite: bool = False
@@ -215,7 +221,11 @@ class RunConfig:
         return self.with_values(values, where="--set")
 
     def with_values(self, values: dict[str, Any], where: str = "option") -> RunConfig:
-        """A copy with fields set by dotted key (train.lr) or by a field name unique across sections (lr)."""
+        """A copy with fields set by dotted key (train.lr) or by bare field name (lr).
+
+        A bare name found in several sections means the first in section order (data, model, task,
+        strategy, train, eval): batch_size is train.batch_size; use eval.batch_size for the other.
+        """
         raw = self.to_dict()
         for key, value in values.items():
             parts = key.split(".") if "." in key else self._locate(key, where)
@@ -236,13 +246,11 @@ class RunConfig:
 
     def _locate(self, name: str, where: str) -> list[str]:
         raw = self.to_dict()
-        if name in raw and not isinstance(raw[name], dict):
+        if name in raw:  # a top-level field, or a section (which with_values then refuses to set whole)
             return [name]
         hits = [[section, name] for section, fields in raw.items() if isinstance(fields, dict) and name in fields]
-        if len(hits) == 1:
+        if hits:  # a name in several sections means the first: batch_size is train.batch_size, not eval's
             return hits[0]
-        if hits:
-            raise ConfigError(f"{where} {name}: ambiguous; use one of {', '.join('.'.join(h) for h in hits)}")
         every = [f"{s}.{f}" for s, fields in raw.items() if isinstance(fields, dict) for f in fields]
         raise ConfigError(f"{where} {name}: unknown option" + _suggest(name, [e.split(".")[1] for e in every]))
 

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.data.batching import collate, sorted_batches
 from tunesmith.data.encode import encode_texts
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.readers import TEXT_NAMES, find_column, read_table
+from tunesmith.data.readers import read_table
 from tunesmith.data.validate import examples
 from tunesmith.errors import ConfigError
 from tunesmith.model.heads import load_finetuned
@@ -64,7 +64,7 @@ class Predictor:
         model = load_finetuned(str(run.path), run.task, run.labels)
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(run.path))
-        return cls(model, tokenizer, run.labels, run.max_length, batch_size, run.config["data"].get("text_column"))
+        return cls(model, tokenizer, run.labels, run.max_length, batch_size, run.text_column)
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -107,9 +107,8 @@ class Predictor:
         if top_k is not None and not 1 <= top_k <= len(self.labels):
             raise ConfigError(f"--top-k must be between 1 and {len(self.labels)} (the number of labels), got {top_k}")
         table = read_table(source, encoding)
+        # The training file's text column when this file has it too; else found by name as usual.
         column = text_column or (self.text_column if self.text_column in table.columns else None)
-        if table.format != "text" and column is None:
-            column = find_column(table, None, TEXT_NAMES, "text", "--text-column")
         texts = examples(table, column, None, need_labels=False).texts
         records = self.predict(texts, top_k)
         fmt = fmt or ("csv" if output and output.endswith((".csv", ".tsv")) else "jsonl")

@@ -92,6 +92,16 @@ class RunInfo:
     raw: dict[str, Any]
 
     @property
+    def text_column(self) -> str | None:
+        """The text column of the training file (given or found), tried first in files to score."""
+        return (self.raw.get("data", {}).get("train") or {}).get("text_column")
+
+    @property
+    def label_column(self) -> str | None:
+        """The label column of the training file (given or found), tried first in files to score."""
+        return (self.raw.get("data", {}).get("train") or {}).get("label_column")
+
+    @property
     def max_length(self) -> int:
         """Truncation length used in training, reused for prediction."""
         return int(self.config["model"]["max_length"])

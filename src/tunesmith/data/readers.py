@@ -253,7 +253,8 @@ def find_column(table: Table, given: str | None, candidates: tuple[str, ...], ro
     if given is not None:
         if given in table.columns:
             return given
-        close = difflib.get_close_matches(given, names, n=2, cutoff=0.5)
+        lowered = {n.lower(): n for n in names}
+        close = [lowered[c] for c in difflib.get_close_matches(given.lower(), list(lowered), n=2, cutoff=0.5)]
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise DataError(table.path, f"no {role} column '{given}'{hint} (columns: {', '.join(names)})")
     lower = {n.lower(): n for n in names}

@@ -78,7 +78,12 @@ def fit(
     state = FitState()
     procs, rank = accelerator.num_processes, accelerator.process_index
     total = cfg.epochs * steps_per_epoch(len(data.batches(0)) // procs, cfg.grad_accum)
-    window_loss, window_items, window_start = torch.zeros((), device=accelerator.device), 0, time.perf_counter()
+
+    # The logging window's summed loss stays on the device (added to in place), read once per log step.
+    def new_window() -> tuple[torch.Tensor, int, float]:
+        return torch.zeros((), device=accelerator.device), 0, time.perf_counter()
+
+    window_loss, window_items, window_start = new_window()
 
     def run_eval() -> None:
         metrics = evaluate()
@@ -140,7 +145,7 @@ def fit(
                         "samples_per_s": window_items * procs / elapsed,
                     }
                 )
-                window_loss, window_items, window_start = torch.zeros((), device=accelerator.device), 0, time.perf_counter()
+                window_loss, window_items, window_start = new_window()
             if evaluate and eval_cfg.every_steps and state.step % eval_cfg.every_steps == 0:
                 run_eval()
             if state.stopped_early:

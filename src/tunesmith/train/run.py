@@ -25,8 +25,8 @@ from tunesmith.data.labels import LabelSpace
 from tunesmith.data.readers import read_table
 from tunesmith.data.validate import Examples, examples, stratified_split
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate import evaluate_encoded
 from tunesmith.losses import classification_loss
+from tunesmith.metrics import evaluate_encoded
 from tunesmith.model.heads import with_head
 from tunesmith.model.pretrained import load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy
@@ -229,6 +229,6 @@ def summarize(result: RunResult, cfg: RunConfig) -> None:
         )
         line = f"best {cfg.eval.metric} {result.best['value']:.4f} at epoch {result.best['epoch']}"
     else:
-        line = "no evaluation data (eval_split 0): saved the final model"
+        line = "no evaluation data: saved the final model"
     early = " (stopped early)" if result.stopped_early else ""
     console.print(f"[bold green]done[/] in {result.seconds:.1f}s{early}: {line}; run folder: {result.path}")

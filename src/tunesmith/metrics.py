@@ -79,9 +79,13 @@ def evaluate_run(
     from tunesmith.predict import Predictor
 
     predictor = Predictor.from_run(run, batch_size)
-    saved = read_run(run).config["data"]
+    trained = read_run(run)
+    table = read_table(data, encoding)
+    # The training file's column names when this file has them too; else found by name as usual.
     ex = examples(
-        read_table(data, encoding), text_column or saved.get("text_column"), label_column or saved.get("label_column")
+        table,
+        text_column or (trained.text_column if trained.text_column in table.columns else None),
+        label_column or (trained.label_column if trained.label_column in table.columns else None),
     )
     ids = encode_texts(predictor.tokenizer, ex.texts, predictor.max_length)
     return evaluate_encoded(

