@@ -62,6 +62,8 @@ class Predictor:
         """Load θ̃, its tokenizer and label space from a run folder."""
         run = read_run(path)
         model = load_finetuned(str(run.path), run.task, run.labels)
+        if torch.cuda.is_available():  # inference needs no accelerate: one device, no precision policy
+            model = model.to("cuda")
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(run.path))
         return cls(model, tokenizer, run.labels, run.max_length, batch_size, run.text_column)

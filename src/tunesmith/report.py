@@ -95,7 +95,8 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
 def confusion_table(metrics: dict[str, Any]) -> Table:
     """Rows are the true labels, columns the predicted ones."""
     names = list(metrics["per_class"])
-    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    title = "confusion matrix (rows: true, columns: predicted)"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("")
     for name in names:
         table.add_column(name, justify="right")

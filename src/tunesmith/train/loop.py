@@ -96,9 +96,17 @@ def fit(
                 **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
             }
         )
-        if eval_cfg.better(value, state.best_value):
+        loss = metrics.get("loss", math.inf)
+        tie = value == state.best_value and loss < state.best.get("loss", math.inf)  # equal metric: lower loss wins
+        if eval_cfg.better(value, state.best_value) or tie:
             state.best_value, state.evals_since_best = value, 0
-            state.best = {"step": state.step, "epoch": state.epoch, "metric": eval_cfg.metric, "value": value}
+            state.best = {
+                "step": state.step,
+                "epoch": state.epoch,
+                "metric": eval_cfg.metric,
+                "value": value,
+                "loss": loss,
+            }
             on_best(state)
         else:
             state.evals_since_best += 1

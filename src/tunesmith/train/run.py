@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.config import DataConfig, RunConfig
 from tunesmith.data.batching import EncodedSet
@@ -28,7 +29,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.losses import classification_loss
 from tunesmith.metrics import evaluate_encoded
 from tunesmith.model.heads import with_head
-from tunesmith.model.pretrained import load_tokenizer, quiet_transformers, resolve
+from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy
 from tunesmith.report import Reporter, console, print_metrics
 from tunesmith.runs import RUN_FILE, check_target, sha256_of, staged, write_json
@@ -82,6 +83,16 @@ def bf16_supported() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def load_model(cfg: RunConfig, labels: LabelSpace) -> tuple[ModelSource, PreTrainedTokenizerBase, PreTrainedModel]:
+    """θ̂ with a seeded new task head, its tokenizer, and the strategy's choice of what trains."""
+    source = resolve(cfg.model.name)
+    set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code)
+    apply_strategy(model, cfg.strategy)
+    return source, tokenizer, model
+
+
 def default_output(train_data: str) -> str:
     """runs/<data file name>-<date-time>: a fresh folder per run."""
     return f"runs/{Path(train_data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -97,12 +108,8 @@ def run(cfg: RunConfig) -> RunResult:
     train_y = train_ex.label_ids(labels)
     eval_y = eval_ex.label_ids(labels) if eval_ex else None
 
-    source = resolve(cfg.model.name)
     accelerator = make_accelerator(cfg.train.precision)
-    set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
-    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code)
-    apply_strategy(model, cfg.strategy)
+    source, tokenizer, model = load_model(cfg, labels)
     pad_id = tokenizer.pad_token_id
     train_set = EncodedSet(
         encode_texts(tokenizer, train_ex.texts, cfg.model.max_length),
@@ -172,7 +179,7 @@ def run(cfg: RunConfig) -> RunResult:
 def run_record(
     cfg: RunConfig,
     labels: LabelSpace,
-    source: Any,
+    source: ModelSource,
     train: Examples,
     held: Examples | None,
     best: dict[str, Any],
