@@ -5,6 +5,7 @@ User errors (TunesmithError) print one line and exit 2; anything else is a bug a
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tunesmith.errors import EXIT_USAGE, TunesmithError
+from tunesmith.errors import EXIT_USAGE, ConfigError, Interrupted, TunesmithError
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +46,14 @@ def train(
     seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
     max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
     precision: Annotated[str | None, Opt(help="fp32 or bf16.")] = None,
+    save_every: Annotated[int | None, Opt(help="Write a resumable checkpoint every N steps.")] = None,
+    save_every_minutes: Annotated[float | None, Opt(help="Write a resumable checkpoint every M minutes.")] = None,
+    keep_checkpoints: Annotated[int | None, Opt(help="Keep the newest K checkpoints (default 2).")] = None,
+    on_nonfinite: Annotated[str | None, Opt(help="NaN/inf loss or gradient: stop (default) or skip the step.")] = None,
+    resume: Annotated[bool, Opt(help="Continue the interrupted run at --output from its newest checkpoint.")] = False,
+    force: Annotated[bool, Opt(help="Resume even if the data or config differ.")] = False,
+    allow_pickle: Annotated[bool, Opt(help="Load pickle weights (.bin/.pt), with weights_only=True.")] = False,
+    trust_remote_code: Annotated[bool, Opt(help="Let a hub model run its own Python code.")] = False,
     overwrite: Annotated[bool, Opt(help="Replace an existing run folder.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Only errors.")] = False,
 ) -> None:
@@ -71,9 +80,63 @@ def train(
         "train.precision": precision,
         "overwrite": overwrite or None,
         "quiet": quiet or None,
+        "train.save_every": save_every,
+        "train.save_every_minutes": save_every_minutes,
+        "train.keep_checkpoints": keep_checkpoints,
+        "train.on_nonfinite": on_nonfinite,
+        "resume": resume or None,
+        "force": force or None,
+        "model.allow_pickle": allow_pickle or None,
+        "model.trust_remote_code": trust_remote_code or None,
     }
     cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag")
     run(cfg.override(set_ or []))
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="The --output of the interrupted run.")],
+    force: Annotated[bool, Opt(help="Resume even if the data files changed.")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="Only errors.")] = False,
+) -> None:
+    """Continue an interrupted run from its newest checkpoint, with the config it started with."""
+    from tunesmith.config import RunConfig
+    from tunesmith.runs import PARTIAL_SUFFIX
+    from tunesmith.train.run import START_FILE, run
+
+    target = run_dir.with_name(run_dir.name.removesuffix(PARTIAL_SUFFIX))
+    start = target.with_name(target.name + PARTIAL_SUFFIX) / START_FILE
+    if not start.is_file():
+        raise ConfigError(f"{target}: nothing to resume (no {start})")
+    cfg = RunConfig.from_dict(json.loads(start.read_text())["config"], where=str(start))
+    run(cfg.with_values({"output": str(target), "resume": True, "force": force, "quiet": quiet or cfg.quiet}))
+
+
+@app.command()
+def check(
+    data: Annotated[str, typer.Argument(help="Labeled file to check, as train would read it.")],
+    eval_data: Annotated[str | None, Opt(help="Evaluation file to check against the training labels.")] = None,
+    text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
+    label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
+    labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
+    encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
+) -> None:
+    """Validate a data file exactly as train does, without loading a model: columns, rows, labels."""
+    from collections import Counter
+
+    from tunesmith.config import DataConfig
+    from tunesmith.data.validate import load_labeled
+
+    cfg = DataConfig(data, eval_data, 0.0, text_column, label_column, labels, encoding)
+    found = load_labeled(cfg, seed=0)
+    counts = Counter(found.train.labels)
+    print(
+        f"{data}: {len(found.train)} rows; text column '{found.train.text_column}', "
+        f"label column '{found.train.label_column}'"
+    )
+    print("labels: " + ", ".join(f"{name} ({counts[name]})" for name in found.labels.names))
+    if found.eval is not None:
+        print(f"{eval_data}: {len(found.eval)} rows, every label known")
 
 
 @app.command()
@@ -150,6 +213,9 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
     try:
         app()
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except TunesmithError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

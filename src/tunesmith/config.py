@@ -55,6 +55,8 @@ class ModelConfig:
     """Longer texts are truncated to this many tokens (special tokens included)."""
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code; off, since that code runs on your machine."""
+    allow_pickle: bool = False
+    """Allow pickle weights (.bin/.pt) when a model has no safetensors; even then torch.load(weights_only=True)."""
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -111,6 +113,14 @@ class TrainConfig:
     """Optimiser steps between entries of metrics.jsonl."""
     group_window: int = 50
     """Length grouping: batches are cut from shuffled windows of group_window * batch_size samples."""
+    save_every: int | None = None
+    """Write a resumable checkpoint every this many optimiser steps."""
+    save_every_minutes: float | None = None
+    """Write a resumable checkpoint when this many minutes have passed since the last one."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep while the run is in progress."""
+    on_nonfinite: str = "stop"
+    """A NaN or infinite loss or gradient: stop (keeping the last good checkpoint), or skip the step."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -127,6 +137,19 @@ class TrainConfig:
             (self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got '{self.precision}'"),
             (self.log_every >= 1, f"train.log_every must be at least 1, got {self.log_every}"),
             (self.group_window >= 1, f"train.group_window must be at least 1, got {self.group_window}"),
+            (
+                self.save_every is None or self.save_every >= 1,
+                f"train.save_every must be at least 1, got {self.save_every}",
+            ),
+            (
+                self.save_every_minutes is None or self.save_every_minutes > 0,
+                f"train.save_every_minutes must be positive, got {self.save_every_minutes}",
+            ),
+            (self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
+            (
+                self.on_nonfinite in ("stop", "skip"),
+                f"train.on_nonfinite must be stop or skip, got '{self.on_nonfinite}'",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -183,6 +206,10 @@ class RunConfig:
     """Replace an existing run folder at output."""
     quiet: bool = False
     """No progress bar and no tables, only errors."""
+    resume: bool = False
+    """Continue an interrupted run from the newest checkpoint in <output>.partial."""
+    force: bool = False
+    """Resume even when the data or the config differ from the interrupted run's."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as written to YAML and tunesmith.json."""
@@ -208,6 +235,9 @@ class RunConfig:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
+        if "tunesmith" in raw and isinstance(raw.get("config"), dict):
+            # A run folder's tunesmith.json (JSON is YAML): re-run its resolved config, as a new run.
+            raw = {k: v for k, v in raw["config"].items() if k not in ("resume", "force", "overwrite")}
         return cls.from_dict(raw, where=str(path))
 
     def override(self, assignments: list[str]) -> RunConfig:

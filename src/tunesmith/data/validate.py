@@ -5,14 +5,17 @@ Knows nothing about tokenizers or models.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from tunesmith.config import DataConfig
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.readers import LABEL_NAMES, TEXT_NAMES, Table, find_column, is_missing
-from tunesmith.errors import DataError
+from tunesmith.data.readers import LABEL_NAMES, TEXT_NAMES, Table, find_column, is_missing, read_table
+from tunesmith.errors import ConfigError, DataError
 
 
 @dataclass
@@ -126,3 +129,72 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[lis
         held.extend(rows[:n_eval])
         train.extend(rows[n_eval:])
     return sorted(train), sorted(held)
+
+
+@dataclass
+class LabeledData:
+    """Everything training needs from D, checked: examples, label space, ids, and where they came from."""
+
+    train: Examples
+    eval: Examples | None
+    labels: LabelSpace
+    train_ids: list[int]
+    eval_ids: list[int] | None
+    eval_from: str | None
+    """eval_data, split (held out of train_data), or None (no evaluation)."""
+
+    def fingerprints(self, cfg: DataConfig) -> dict[str, Any]:
+        """Paths, sha256s, row counts and columns of the data files, as tunesmith.json records them."""
+
+        def one(ex: Examples | None, path: str | None) -> dict[str, Any] | None:
+            if ex is None or path is None:
+                return None
+            return {
+                "path": path,
+                "sha256": sha256_of(path),
+                "rows": len(ex),
+                "text_column": ex.text_column,
+                "label_column": ex.label_column,
+            }
+
+        eval_path = cfg.eval_data or (cfg.train_data if self.eval_from == "split" else None)
+        return {
+            "train": one(self.train, cfg.train_data),
+            "eval": one(self.eval, eval_path),
+            "eval_from": self.eval_from,
+        }
+
+
+def load_labeled(cfg: DataConfig, seed: int) -> LabeledData:
+    """Read and check the training (and evaluation) data; every problem is one DataError."""
+    if cfg.train_data is None:
+        raise ConfigError("no training data: pass a file (tunesmith train DATA) or set data.train_data")
+    train = examples(read_table(cfg.train_data, cfg.encoding), cfg.text_column, cfg.label_column)
+    held, eval_from = None, None
+    if cfg.eval_data is not None:
+        held, eval_from = (
+            examples(read_table(cfg.eval_data, cfg.encoding), cfg.text_column, cfg.label_column),
+            "eval_data",
+        )
+    elif cfg.eval_split > 0:
+        keep, out = stratified_split(train.labels, cfg.eval_split, seed)
+        if out:
+            train, held, eval_from = train.take(keep), train.take(out), "split"
+    labels = LabelSpace.from_labels(train.labels, cfg.labels, train.file)
+    return LabeledData(
+        train, held, labels, train.label_ids(labels), held.label_ids(labels) if held else None, eval_from
+    )
+
+
+def sha256_of(path: str | Path) -> str:
+    """Fingerprint of a data file, or of every file in a folder (names and bytes, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

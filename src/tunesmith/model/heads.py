@@ -10,30 +10,34 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ModelError
-from tunesmith.model.pretrained import ModelSource, load_errors, quiet_transformers
+from tunesmith.model.pretrained import ModelSource, check_weights, load_errors, quiet_transformers
 
 TASK_MODELS = {"classification": AutoModelForSequenceClassification}
 
 
-def with_head(source: ModelSource, task: str, labels: LabelSpace, trust_remote_code: bool = False) -> PreTrainedModel:
+def with_head(
+    source: ModelSource, task: str, labels: LabelSpace, trust_remote_code: bool = False, allow_pickle: bool = False
+) -> PreTrainedModel:
     """θ̂ plus a freshly initialised task head sized for the label space (seeded by the caller)."""
+    check_weights(source, allow_pickle)
     with load_errors(source), quiet_transformers():
-        model = TASK_MODELS[task].from_pretrained(
+        return TASK_MODELS[task].from_pretrained(
             source.location,
             num_labels=len(labels),
             id2label=labels.id2label,
             label2id=labels.label2id,
             problem_type="single_label_classification",
             trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            weights_only=True,  # even allowed pickle may only hold tensors, never code
         )
-    return model
 
 
 def load_finetuned(folder: str, task: str, labels: LabelSpace) -> PreTrainedModel:
     """θ̃ from a run folder; its label map must match the one tunesmith saved."""
     source = ModelSource(folder, folder, "local")
     with load_errors(source), quiet_transformers():
-        model = TASK_MODELS[task].from_pretrained(folder)
+        model = TASK_MODELS[task].from_pretrained(folder, use_safetensors=True)
     saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if saved != list(labels.names):
         raise ModelError(f"{folder}: config.json labels {saved} differ from tunesmith.json labels {list(labels.names)}")

@@ -90,3 +90,22 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> PreT
         # Decoder-only tokenizers often lack one; padding is masked out, so any id works.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weights(source: ModelSource, allow_pickle: bool) -> None:
+    """Refuse a local model whose weights exist only as pickle, which can run code when loaded."""
+    if source.kind == "hub" or allow_pickle:
+        return
+    folder = Path(source.location)
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelError(
+            f"{source.name}: weights only as pickle ({', '.join(pickles)}), which can run code when "
+            "loaded; tunesmith loads safetensors. Pass --allow-pickle to load them with "
+            "torch.load(weights_only=True), or convert them to safetensors"
+        )

@@ -1,7 +1,9 @@
 """fit(): the training loop, on one screen. Knows nothing about files, tasks or run folders.
 
-Order of each optimiser step: evaluate/checkpoint when due -> micro-batches with accumulation
--> clip -> step -> log. Accelerate owns the device, autocast and DDP gradient sync.
+Each optimiser step: micro-batches with accumulation -> non-finite check -> clip -> step -> log
+-> evaluate when due -> checkpoint when due or asked to stop. Accelerate owns the device,
+autocast and DDP gradient sync. Everything the loop knows between steps is in FitState, so a
+checkpoint of it (plus weights, optimizer, scheduler and RNGs) continues bit for bit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from accelerate import Accelerator
 
 from tunesmith.config import EvalConfig, TrainConfig
+from tunesmith.errors import Interrupted, NonFiniteError
 from tunesmith.losses import LossFn, step_scale
 
 
@@ -46,14 +49,36 @@ class Reporter(Protocol):
 
 @dataclass
 class FitState:
-    """What the loop knows between steps (and what a checkpoint must restore)."""
+    """What the loop knows between steps: a checkpoint saves exactly this (as JSON)."""
 
     step: int = 0
-    epoch: int = 0
+    epoch_index: int = 0
+    """Epochs completed."""
+    group: int = 0
+    """Optimiser steps completed within the current epoch (checkpoints sit on step boundaries,
+    so the accumulation position inside a step is always 0 there)."""
     best_value: float | None = None
     best: dict[str, Any] = field(default_factory=dict)
     evals_since_best: int = 0
     stopped_early: bool = False
+    skipped: int = 0
+    """Steps skipped for a non-finite loss or gradient (on_nonfinite: skip)."""
+    window_loss: float = 0.0
+    window_items: int = 0
+    metrics_offset: int = 0
+    """Bytes of metrics.jsonl written up to this state; a resumed run truncates the file there."""
+
+
+@dataclass
+class Hooks:
+    """What the loop calls out to; each is plain data or a plain function."""
+
+    reporter: Reporter
+    evaluate: Callable[[], dict[str, Any]] | None = None
+    on_best: Callable[[FitState], None] = lambda state: None
+    checkpoint: Callable[[FitState], None] | None = None
+    stop_requested: Callable[[], int | None] = lambda: None
+    """The signal number when SIGINT/SIGTERM asked the run to stop, else None."""
 
 
 def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
@@ -70,62 +95,27 @@ def fit(
     accelerator: Accelerator,
     cfg: TrainConfig,
     eval_cfg: EvalConfig,
-    evaluate: Callable[[], dict[str, Any]] | None,
-    on_best: Callable[[FitState], None],
-    reporter: Reporter,
+    hooks: Hooks,
+    state: FitState | None = None,
 ) -> FitState:
-    """Minimise the summed loss over data from the model's current parameters; returns where it ended."""
-    state = FitState()
+    """Minimise the summed loss over data from the model's current parameters (or from a resumed state)."""
+    state = state or FitState()
     procs, rank = accelerator.num_processes, accelerator.process_index
     total = cfg.epochs * steps_per_epoch(len(data.batches(0)) // procs, cfg.grad_accum)
-
-    # The logging window's summed loss stays on the device (added to in place), read once per log step.
-    def new_window() -> tuple[torch.Tensor, int, float]:
-        return torch.zeros((), device=accelerator.device), 0, time.perf_counter()
-
-    window_loss, window_items, window_start = new_window()
-
-    def run_eval() -> None:
-        metrics = evaluate()
-        model.train()
-        value = metrics[eval_cfg.metric]
-        reporter.log(
-            {
-                "step": state.step,
-                "epoch": state.epoch,
-                **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-            }
-        )
-        loss = metrics.get("loss", math.inf)
-        tie = value == state.best_value and loss < state.best.get("loss", math.inf)  # equal metric: lower loss wins
-        if eval_cfg.better(value, state.best_value) or tie:
-            state.best_value, state.evals_since_best = value, 0
-            state.best = {
-                "step": state.step,
-                "epoch": state.epoch,
-                "metric": eval_cfg.metric,
-                "value": value,
-                "loss": loss,
-            }
-            on_best(state)
-        else:
-            state.evals_since_best += 1
-            state.stopped_early = eval_cfg.patience is not None and state.evals_since_best >= eval_cfg.patience
-
+    window = torch.tensor(state.window_loss, device=accelerator.device)  # stays on device: no sync per step
+    window_start, last_save = time.perf_counter(), time.monotonic()
     model.train()
-    for epoch in range(cfg.epochs):
-        state.epoch = epoch + 1
+    for epoch in range(state.epoch_index, cfg.epochs):
         batches = data.batches(epoch)
         # Under DDP each process takes every procs-th micro-batch; equal counts keep the all-reduce in step.
         mine = batches[rank : len(batches) - len(batches) % procs : procs]
-        for start in range(0, len(mine), cfg.grad_accum):
-            group = mine[start : start + cfg.grad_accum]
+        groups = [mine[i : i + cfg.grad_accum] for i in range(0, len(mine), cfg.grad_accum)]
+        for group in groups[state.group :]:
             # Normalise by the items of the whole step (all micro-batches, all processes), known up front.
-            items = (
-                accelerator.reduce(torch.tensor(sum(map(len, group))), "sum").item()
-                if procs > 1
-                else sum(map(len, group))
-            )
+            items = sum(map(len, group))
+            if procs > 1:
+                items = accelerator.reduce(torch.tensor(items, device=accelerator.device), "sum").item()
+            step_loss = torch.zeros((), device=accelerator.device)
             for i, rows in enumerate(group):
                 batch = {k: v.to(accelerator.device) for k, v in data.collate(rows).items()}
                 labels = batch.pop("labels")
@@ -133,37 +123,78 @@ def fit(
                 with accelerator.no_sync(model) if i < len(group) - 1 else contextlib.nullcontext():
                     loss_sum = loss_fn(model(**batch).logits, labels)
                     accelerator.backward(loss_sum * step_scale(items, procs))
-                window_loss += loss_sum.detach().float()  # detached: no graph kept; on device: no sync
-                window_items += len(rows)
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+                step_loss += loss_sum.detach().float()  # detached: no graph is kept alive
+            # The gradient norm is computed anyway for clipping; checking it is the one sync per step.
+            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
+            state.step, state.group = state.step + 1, state.group + 1
+            if not torch.isfinite(norm) or not torch.isfinite(step_loss):
+                if cfg.on_nonfinite == "stop":
+                    raise NonFiniteError(
+                        f"step {state.step}: the loss or a gradient is NaN or infinite "
+                        f"(likely causes: learning rate too high, lr {cfg.lr:g}; or bf16 overflow)"
+                    )
+                state.skipped += 1  # the data moves on and the schedule too; the weights do not
+            else:
+                optimizer.step()
+                window += step_loss
+                state.window_items += sum(map(len, group))
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            reporter.advance(state.step, total)
+            end_of_epoch = state.group == len(groups)
+            if end_of_epoch:
+                state.epoch_index, state.group = epoch + 1, 0
+            hooks.reporter.advance(state.step, total)
             if state.step % cfg.log_every == 0 or state.step == total:
                 elapsed = time.perf_counter() - window_start
-                reporter.log(
+                hooks.reporter.log(
                     {
                         "step": state.step,
-                        "epoch": round(epoch + (start + len(group)) / max(len(mine), 1), 4),
-                        "loss": window_loss.item() / window_items,  # .item() syncs: only at log steps
+                        "epoch": round(epoch + (state.group or len(groups)) / len(groups), 4),
+                        "loss": window.item() / max(state.window_items, 1),  # .item() syncs: only at log steps
                         "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": window_items * procs / elapsed,
+                        "samples_per_s": state.window_items * procs / elapsed,
                     }
                 )
-                window_loss, window_items, window_start = new_window()
-            if evaluate and eval_cfg.every_steps and state.step % eval_cfg.every_steps == 0:
-                run_eval()
+                window.zero_()
+                state.window_items, window_start = 0, time.perf_counter()
+            due = (eval_cfg.every_steps and state.step % eval_cfg.every_steps == 0) or (
+                end_of_epoch and (eval_cfg.every_steps is None or state.step == total)
+            )
+            if hooks.evaluate and due:
+                _evaluate(state, epoch + 1, hooks, eval_cfg)
+                model.train()
+            if hooks.evaluate is None and state.step == total:
+                state.best = {"step": state.step, "epoch": epoch + 1}
+                hooks.on_best(state)
+            signum = hooks.stop_requested()
+            minutes = cfg.save_every_minutes and time.monotonic() - last_save >= 60 * cfg.save_every_minutes
+            if hooks.checkpoint and (signum or minutes or (cfg.save_every and state.step % cfg.save_every == 0)):
+                state.window_loss = window.item()
+                hooks.checkpoint(state)
+                last_save = time.monotonic()
+            if signum:
+                raise Interrupted(signum, f"stopped by signal {signum} at step {state.step}")
             if state.stopped_early:
                 return state
-        last = epoch == cfg.epochs - 1  # with every_steps, the final step is evaluated too
-        if evaluate and (eval_cfg.every_steps is None or (last and state.step % eval_cfg.every_steps)):
-            run_eval()
-        if state.stopped_early:
-            return state
-    if evaluate is None:
-        state.best = {"step": state.step, "epoch": state.epoch}
-        on_best(state)
     return state
+
+
+def _evaluate(state: FitState, epoch: int, hooks: Hooks, eval_cfg: EvalConfig) -> None:
+    """Score the model; keep it when it is the best so far (an equal metric with a lower loss counts)."""
+    metrics = hooks.evaluate()
+    value, loss = metrics[eval_cfg.metric], metrics.get("loss", math.inf)
+    hooks.reporter.log(
+        {
+            "step": state.step,
+            "epoch": epoch,
+            **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+        }
+    )
+    tie = value == state.best_value and loss < state.best.get("loss", math.inf)
+    if eval_cfg.better(value, state.best_value) or tie:
+        state.best_value, state.evals_since_best = value, 0
+        state.best = {"step": state.step, "epoch": epoch, "metric": eval_cfg.metric, "value": value, "loss": loss}
+        hooks.on_best(state)
+    else:
+        state.evals_since_best += 1
+        state.stopped_early = eval_cfg.patience is not None and state.evals_since_best >= eval_cfg.patience

@@ -1,12 +1,13 @@
 """The one recipe: data -> model -> strategy -> loss -> optimiser -> fit -> evaluate -> save.
 
-Everything is chosen by RunConfig; nothing here is subclassed. The run folder is assembled in a
-temporary sibling and only renamed into place when every file is written.
+Everything is chosen by RunConfig; nothing here is subclassed. The run is built in
+<output>.partial (checkpoints, metrics, the best weights so far) and renamed onto <output> only
+when complete; a failed run leaves nothing behind unless a checkpoint makes it resumable.
 """
 
 from __future__ import annotations
 
-import platform
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,22 +20,27 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tunesmith.config import DataConfig, RunConfig
+from tunesmith.config import RunConfig
 from tunesmith.data.batching import EncodedSet
 from tunesmith.data.encode import encode_texts
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.readers import read_table
-from tunesmith.data.validate import Examples, examples, stratified_split
-from tunesmith.errors import ConfigError
+from tunesmith.data.validate import LabeledData, load_labeled
+from tunesmith.errors import ConfigError, DiskError, Interrupted, TunesmithError
 from tunesmith.losses import classification_loss
 from tunesmith.metrics import evaluate_encoded
 from tunesmith.model.heads import with_head
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy
 from tunesmith.report import Reporter, console, print_metrics
-from tunesmith.runs import RUN_FILE, check_target, sha256_of, staged, write_json
-from tunesmith.train.loop import fit, steps_per_epoch
+from tunesmith.runs import RUN_FILE, abandon, begin, environment, finish, write_json
+from tunesmith.train import checkpoint
+from tunesmith.train.loop import FitState, Hooks, fit, steps_per_epoch
 from tunesmith.train.optim import build_optimizer, build_scheduler
+
+START_FILE = "run.json"
+"""In <output>.partial: the config and data fingerprints the run started with, checked on resume."""
+RUNTIME_ONLY = {"output", "overwrite", "quiet", "resume", "force"}
+"""Config fields that may differ between an interrupted run and its resumption."""
 
 
 @dataclass
@@ -47,19 +53,7 @@ class RunResult:
     best: dict[str, Any]
     seconds: float
     stopped_early: bool
-
-
-def read_examples(cfg: DataConfig, seed: int) -> tuple[Examples, Examples | None]:
-    """Training and evaluation examples: from eval_data, or a stratified split of train_data."""
-    if cfg.train_data is None:
-        raise ConfigError("no training data: pass a file (tunesmith train DATA) or set data.train_data")
-    train = examples(read_table(cfg.train_data, cfg.encoding), cfg.text_column, cfg.label_column)
-    if cfg.eval_data is not None:
-        return train, examples(read_table(cfg.eval_data, cfg.encoding), cfg.text_column, cfg.label_column)
-    if cfg.eval_split == 0:
-        return train, None
-    keep, held = stratified_split(train.labels, cfg.eval_split, seed)
-    return (train.take(keep), train.take(held)) if held else (train, None)
+    skipped_steps: int = 0
 
 
 def make_accelerator(precision: str) -> Accelerator:
@@ -88,7 +82,7 @@ def load_model(cfg: RunConfig, labels: LabelSpace) -> tuple[ModelSource, PreTrai
     source = resolve(cfg.model.name)
     set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code)
+    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle)
     apply_strategy(model, cfg.strategy)
     return source, tokenizer, model
 
@@ -98,58 +92,119 @@ def default_output(train_data: str) -> str:
     return f"runs/{Path(train_data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def check_resumable(partial: Path, start: dict[str, Any], force: bool) -> None:
+    """Refuse to continue a run with other data or another config, naming the first difference."""
+    saved = json.loads((partial / START_FILE).read_text())
+    differences = _differences(saved, start)
+    if differences and not force:
+        raise ConfigError(
+            f"refusing to resume {partial}: {differences[0]}"
+            f"{f' (and {len(differences) - 1} more)' if len(differences) > 1 else ''}; "
+            "pass --force to resume anyway"
+        )
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [k for k in {**old, **new} if not (path == "config." and k in RUNTIME_ONLY)]
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{path}{k}.")]
+    if old == new:
+        return []
+    what = "data" if path.startswith("data.") else "config"
+    return [f"{what} {path.rstrip('.').removeprefix('config.')} is {old!r} in the interrupted run, {new!r} now"]
+
+
 def run(cfg: RunConfig) -> RunResult:
     """Fine-tune θ̂ on D as cfg says and write the run folder; returns where and how well."""
     started = time.perf_counter()
     target = Path(cfg.output or default_output(cfg.data.train_data or "run"))
-    check_target(target, cfg.overwrite)  # before minutes of work, not after
-    train_ex, eval_ex = read_examples(cfg.data, cfg.train.seed)
-    labels = LabelSpace.from_labels(train_ex.labels, cfg.data.labels, train_ex.file)
-    train_y = train_ex.label_ids(labels)
-    eval_y = eval_ex.label_ids(labels) if eval_ex else None
+    data = load_labeled(cfg.data, cfg.train.seed)  # all data errors come before any folder is made
+    start = {"config": cfg.to_dict(), "data": data.fingerprints(cfg.data)}
+    partial = begin(target, cfg.overwrite, cfg.resume)
+    try:
+        if cfg.resume and (partial / START_FILE).exists():
+            check_resumable(partial, start, cfg.force)
+        write_json(partial / START_FILE, start)
+        result = _train(cfg, data, partial, started)
+        write_json(partial / RUN_FILE, {**result.pop("record"), "data": start["data"], **environment()})
+    except OSError as e:
+        abandon(partial, checkpoint.latest(partial) is not None)
+        raise DiskError(f"could not write the run in {partial}: {e.strerror or e}") from None
+    except TunesmithError as e:
+        last = checkpoint.latest(partial)
+        abandon(partial, last is not None)
+        if last is not None and not isinstance(e, Interrupted):  # an interruption already says how to resume
+            e.args = (f"{e}; the run can continue from its {last.name} checkpoint: tunesmith resume {target}",)
+        raise
+    except BaseException:
+        abandon(partial, checkpoint.latest(partial) is not None)
+        raise
+    finish(partial, target, drop=(checkpoint.FOLDER, START_FILE))
+    out = RunResult(target, **result)
+    if not cfg.quiet:
+        summarize(out, cfg)
+    return out
 
+
+def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> dict[str, Any]:
+    """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
-    source, tokenizer, model = load_model(cfg, labels)
+    source, tokenizer, model = load_model(cfg, data.labels)
     pad_id = tokenizer.pad_token_id
     train_set = EncodedSet(
-        encode_texts(tokenizer, train_ex.texts, cfg.model.max_length),
-        train_y,
+        encode_texts(tokenizer, data.train.texts, cfg.model.max_length),
+        data.train_ids,
         cfg.train.batch_size,
         cfg.train.group_window,
         cfg.train.seed,
         pad_id,
     )
-    eval_ids = encode_texts(tokenizer, eval_ex.texts, cfg.model.max_length) if eval_ex else None
-
+    eval_ids = encode_texts(tokenizer, data.eval.texts, cfg.model.max_length) if data.eval else None
     optimizer = build_optimizer(model, cfg.train)
-    total = cfg.train.epochs * steps_per_epoch(
-        len(train_set.batches(0)) // accelerator.num_processes, cfg.train.grad_accum
-    )
+    batches = len(train_set.batches(0)) // accelerator.num_processes
+    total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.train, total)
     model, optimizer = accelerator.prepare(model, optimizer)
+    state, last = None, checkpoint.latest(partial) if cfg.resume else None
+    if last is not None:
+        state = checkpoint.load(last, accelerator.unwrap_model(model), optimizer, scheduler)
+        with open(partial / "metrics.jsonl", "r+b") as f:  # drop what was logged after the checkpoint
+            f.truncate(state.metrics_offset)
     if not cfg.quiet:
+        where = f"resuming at step {state.step}" if state else f"{len(data.train)} examples"
         console.print(
-            f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.strategy.name}) on {len(train_set)} "
-            f"examples, {len(labels)} labels; evaluating on {len(eval_ex) if eval_ex else 0}; "
+            f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.strategy.name}): {where}, "
+            f"{len(data.labels)} labels, evaluating on {len(data.eval) if data.eval else 0}; "
             f"{total} steps on {accelerator.device}"
         )
-
     latest: dict[str, Any] = {}
-    best_metrics: dict[str, Any] = {}
+    best_metrics: dict[str, Any] = (
+        dict(json.loads((partial / "best_eval.json").read_text()))
+        if state and (partial / "best_eval.json").exists()
+        else {}
+    )
 
     def evaluate() -> dict[str, Any]:
-        latest.update(evaluate_encoded(model, eval_ids, eval_y, labels, cfg.eval.batch_size, pad_id))
+        latest.update(evaluate_encoded(model, eval_ids, data.eval_ids, data.labels, cfg.eval.batch_size, pad_id))
         return latest
 
-    with staged(target, cfg.overwrite) as tmp:
+    def save_best(state: FitState) -> None:
+        best_metrics.clear()
+        best_metrics.update(latest)
+        with quiet_transformers():
+            accelerator.unwrap_model(model).save_pretrained(partial)  # safetensors; replaces the previous best
+        write_json(partial / "best_eval.json", best_metrics)
 
-        def save_best(state: Any) -> None:
-            best_metrics.clear()
-            best_metrics.update(latest)
-            with quiet_transformers():
-                accelerator.unwrap_model(model).save_pretrained(tmp)  # safetensors; overwrites the previous best
+    with Reporter(partial / "metrics.jsonl", cfg.quiet) as reporter, checkpoint.stop_on_signals() as stop:
 
-        with Reporter(tmp / "metrics.jsonl", cfg.quiet) as reporter:
+        def save_checkpoint(state: FitState) -> None:
+            state.metrics_offset = reporter.offset()
+            checkpoint.save(
+                partial, state, accelerator.unwrap_model(model), optimizer, scheduler, cfg.train.keep_checkpoints
+            )
+
+        hooks = Hooks(reporter, evaluate if data.eval else None, save_best, save_checkpoint, stop)
+        try:
             state = fit(
                 model,
                 classification_loss,
@@ -159,72 +214,44 @@ def run(cfg: RunConfig) -> RunResult:
                 accelerator,
                 cfg.train,
                 cfg.eval,
-                evaluate if eval_ex else None,
-                save_best,
-                reporter,
+                hooks,
+                state,
             )
-        # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
-        tokenizer.model_max_length = cfg.model.max_length
-        tokenizer.save_pretrained(tmp)
-        seconds = time.perf_counter() - started
-        if best_metrics:
-            write_json(tmp / "eval.json", best_metrics)
-        write_json(tmp / RUN_FILE, run_record(cfg, labels, source, train_ex, eval_ex, state.best, seconds))
-    result = RunResult(target, best_metrics or None, state.best, seconds, state.stopped_early)
-    if not cfg.quiet:
-        summarize(result, cfg)
-    return result
-
-
-def run_record(
-    cfg: RunConfig,
-    labels: LabelSpace,
-    source: ModelSource,
-    train: Examples,
-    held: Examples | None,
-    best: dict[str, Any],
-    seconds: float,
-) -> dict[str, Any]:
-    """tunesmith.json: everything needed to read, reproduce and audit the run."""
-    import accelerate
-    import datasets
-    import transformers
-
-    from tunesmith import __version__
-
-    def fingerprint(ex: Examples | None, path: str | None) -> dict[str, Any] | None:
-        if ex is None:
-            return None
-        return {
-            "path": str(path),
-            "sha256": sha256_of(path) if path else None,
-            "rows": len(ex),
-            "text_column": ex.text_column,
-            "label_column": ex.label_column,
-        }
-
-    eval_path = cfg.data.eval_data or (cfg.data.train_data if held is not None else None)
-    return {
-        "tunesmith": __version__,
+        except Interrupted as e:
+            e.args = (f"{e}; checkpoint saved, continue with: tunesmith resume {partial.with_suffix('')}",)
+            raise
+    # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
+    tokenizer.model_max_length = cfg.model.max_length
+    tokenizer.save_pretrained(partial)
+    (partial / "best_eval.json").unlink(missing_ok=True)
+    if best_metrics:
+        write_json(partial / "eval.json", best_metrics)
+    seconds = time.perf_counter() - started
+    record = {
+        "tunesmith": _version(),
         "task": cfg.task.type,
-        "labels": labels.to_dict(),
+        "labels": data.labels.to_dict(),
         "pretrained": {"name": source.name, "location": source.location, "kind": source.kind},
-        "data": {
-            "train": fingerprint(train, cfg.data.train_data),
-            "eval": fingerprint(held, eval_path),
-            "eval_from": "eval_data" if cfg.data.eval_data else ("split" if held is not None else None),
-        },
-        "best": best,
+        "seed": cfg.train.seed,
+        "best": state.best,
+        "skipped_steps": state.skipped,
         "train_seconds": round(seconds, 2),
         "config": cfg.to_dict(),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__,
-            "datasets": datasets.__version__,
-        },
     }
+    return {
+        "metrics": best_metrics or None,
+        "best": state.best,
+        "seconds": seconds,
+        "stopped_early": state.stopped_early,
+        "skipped_steps": state.skipped,
+        "record": record,
+    }
+
+
+def _version() -> str:
+    from tunesmith import __version__
+
+    return __version__
 
 
 def summarize(result: RunResult, cfg: RunConfig) -> None:
@@ -237,5 +264,7 @@ def summarize(result: RunResult, cfg: RunConfig) -> None:
         line = f"best {cfg.eval.metric} {result.best['value']:.4f} at epoch {result.best['epoch']}"
     else:
         line = "no evaluation data: saved the final model"
-    early = " (stopped early)" if result.stopped_early else ""
-    console.print(f"[bold green]done[/] in {result.seconds:.1f}s{early}: {line}; run folder: {result.path}")
+    notes = (" (stopped early)" if result.stopped_early else "") + (
+        f" ({result.skipped_steps} non-finite steps skipped)" if result.skipped_steps else ""
+    )
+    console.print(f"[bold green]done[/] in {result.seconds:.1f}s{notes}: {line}; run folder: {result.path}")
