@@ -39,8 +39,8 @@ from tunesmith.train.optim import build_optimizer, build_scheduler
 
 START_FILE = "run.json"
 """In <output>.partial: the config and data fingerprints the run started with, checked on resume."""
-RUNTIME_ONLY = {"output", "overwrite", "quiet", "resume", "force"}
-"""Config fields that may differ between an interrupted run and its resumption."""
+RUNTIME_ONLY = {"output", "overwrite", "quiet", "resume", "force", "data.train_data", "data.eval_data", "path"}
+"""What may differ between an interrupted run and its resumption (a moved file is compared by sha256)."""
 
 
 @dataclass
@@ -105,13 +105,17 @@ def check_resumable(partial: Path, start: dict[str, Any], force: bool) -> None:
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Human-readable differences, data before config; paths under RUNTIME_ONLY are ignored."""
     if isinstance(old, dict) and isinstance(new, dict):
-        keys = [k for k in {**old, **new} if not (path == "config." and k in RUNTIME_ONLY)]
+        keys = sorted({**old, **new}, key=lambda k: k != "data")
+        keys = [k for k in keys if f"{path}{k}".removeprefix("config.") not in RUNTIME_ONLY and k not in RUNTIME_ONLY]
         return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{path}{k}.")]
     if old == new:
         return []
-    what = "data" if path.startswith("data.") else "config"
-    return [f"{what} {path.rstrip('.').removeprefix('config.')} is {old!r} in the interrupted run, {new!r} now"]
+    what, name = ("data", path.removeprefix("data.")) if path.startswith("data.") else ("config", path)
+    if name.endswith("sha256."):  # the full digests are noise in a message; their starts tell them apart
+        old, new = f"{old[:12]}…" if old else old, f"{new[:12]}…" if new else new
+    return [f"{what} {name.rstrip('.').removeprefix('config.')} is {old!r} in the interrupted run, {new!r} now"]
 
 
 def run(cfg: RunConfig) -> RunResult:
@@ -121,9 +125,9 @@ def run(cfg: RunConfig) -> RunResult:
     data = load_labeled(cfg.data, cfg.train.seed)  # all data errors come before any folder is made
     start = {"config": cfg.to_dict(), "data": data.fingerprints(cfg.data)}
     partial = begin(target, cfg.overwrite, cfg.resume)
+    if cfg.resume and (partial / START_FILE).exists():
+        check_resumable(partial, start, cfg.force)
     try:
-        if cfg.resume and (partial / START_FILE).exists():
-            check_resumable(partial, start, cfg.force)
         write_json(partial / START_FILE, start)
         result = _train(cfg, data, partial, started)
         write_json(partial / RUN_FILE, {**result.pop("record"), "data": start["data"], **environment()})
