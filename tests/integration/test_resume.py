@@ -82,16 +82,19 @@ def args_for(small, out):
 def test_sigkill_anywhere_then_resume_gives_identical_bytes(small):
     out = small["folder"] / "killed"
     args = args_for(small, out)
-    # micro-batch 7 is mid-accumulation in step 4 (after checkpoint step 2); the 3rd evaluation runs at step 12;
-    # micro-batch 31 is the second half of step 16 (after checkpoint step 14).
-    kills = [("loss", 7, "SIGKILL"), ("eval", 2, "SIGKILL"), ("loss", 8, "SIGKILL")]
+    # Two micro-batches per step, evaluations at steps 4, 8, 12, 16, 18, checkpoints every 2 steps.
+    # 1st run: killed in micro-batch 8, the second half of step 4 (mid-accumulation; newest checkpoint: step 2).
+    # 2nd run, from step 2: killed inside its 2nd evaluation, at step 8 (newest checkpoint: step 6).
+    # 3rd run, from step 6: killed in its 8th micro-batch, the second half of step 10.
+    kills = [("loss", 8, "SIGKILL"), ("eval", 2, "SIGKILL"), ("loss", 8, "SIGKILL")]
+    newest = ["step-00000002", "step-00000006", "step-00000008"]
     for n, kill in enumerate(kills):
         done = launch(kill, resume=n > 0, **args)
         assert done.returncode == -signal.SIGKILL, done.stderr
         partial = out.with_name(out.name + ".partial")
         assert not out.exists() and partial.is_dir()
         steps = sorted(p.name for p in (partial / "checkpoints").iterdir())
-        assert steps and all(s.startswith("step-") for s in steps), steps
+        assert steps[-1] == newest[n], steps
     done = launch(None, resume=True, **args)
     assert done.returncode == 0, done.stderr
     ours = (out / "model.safetensors").read_bytes()
