@@ -169,3 +169,16 @@ def test_bf16_unsupported_is_one_clear_error(tiny_model, tiny_data, tmp_path, mo
     with pytest.raises(tunesmith.ConfigError, match="no bf16 support"):
         tunesmith.finetune(str(tiny_data["train_csv"]), tiny_model, str(tmp_path / "x"), precision="bf16")
     assert not (tmp_path / "x").exists()
+
+
+def test_tunesmith_json_is_a_config_that_reruns_the_run(cli, tiny_run, tmp_path):
+    info = json.loads((tiny_run / "tunesmith.json").read_text())
+    assert info["seed"] == info["config"]["train"]["seed"] == 42
+    assert {"python", "torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy"} <= set(
+        info["versions"]
+    )
+    assert isinstance(info["command"], list) and info["cwd"]
+    assert info["git"] is None or len(info["git"]["commit"]) == 40
+    code, _, err = cli("train", "--config", tiny_run / "tunesmith.json", "-o", tmp_path / "again", "-q")
+    assert code == 0, err
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tiny_run / "model.safetensors").read_bytes()

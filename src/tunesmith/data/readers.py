@@ -128,6 +128,8 @@ def _read_csv(path: str, text: str, fmt: str) -> Table:
     except csv.Error as e:
         raise DataError(path, f"malformed header ({e})", line=1) from None
     header = [h.strip() for h in header]
+    if not any(header):
+        raise DataError(path, "the header line is empty; the first line must name the columns", line=1)
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise DataError(path, f"the header names column '{dup}' twice", line=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ def load_errors(source: ModelSource) -> Iterator[None]:
     """Turn the many ways from_pretrained fails into one line naming the model."""
     try:
         yield
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"{source.name}: could not load: refused to unpickle anything but tensors ({first})") from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if source.kind == "hub":
