@@ -1,48 +1,93 @@
-"""Metrics per task, accumulated batch by batch: no list of every logit is kept.
+"""Metrics per task, accumulated batch by batch: a confusion matrix and a running loss sum.
 
-Knows nothing about training or files; scikit-learn computes the scores from the predicted
-and true ids (one small integer each per row).
+No list of logits or predictions is kept, so scoring a file takes the same memory whatever its
+length. Knows nothing about training; the scores from a confusion matrix match scikit-learn's
+precision_recall_fscore_support (tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.losses import classification_loss
 from tunesmith.predict import iter_logits
-from tunesmith.runs import read_run
 
 
-def classification_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], labels: LabelSpace, loss_sum: float | None = None
-) -> dict[str, Any]:
-    """Loss, accuracy, macro / weighted F1, per-class precision / recall / F1 / support, confusion matrix."""
-    ids = list(range(len(labels)))
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    total = max(len(y_true), 1)
+@dataclass
+class ClassificationScore:
+    """Running confusion matrix (rows: true, columns: predicted) and summed loss."""
+
+    labels: LabelSpace
+    confusion: np.ndarray = field(init=False)
+    loss_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.confusion = np.zeros((len(self.labels), len(self.labels)), dtype=np.int64)
+
+    def add(self, logits: torch.Tensor, gold: torch.Tensor) -> None:
+        """Fold one batch in."""
+        self.loss_sum += classification_loss(logits, gold).item()
+        np.add.at(self.confusion, (gold.cpu().numpy(), logits.argmax(-1).cpu().numpy()), 1)
+
+    def result(self) -> dict[str, Any]:
+        """Loss, accuracy, macro / weighted F1, per-class precision / recall / F1 / support, confusion matrix."""
+        return classification_metrics(self.confusion, self.labels, self.loss_sum)
+
+
+def classification_metrics(confusion: np.ndarray, labels: LabelSpace, loss_sum: float | None = None) -> dict[str, Any]:
+    """Scores from a confusion matrix; a class never predicted (or never present) scores 0, as zero_division=0."""
+    tp = np.diag(confusion).astype(float)
+    support = confusion.sum(1)
+    predicted = confusion.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    n = int(confusion.sum())
     return {
-        "loss": (loss_sum / total) if loss_sum is not None else float("nan"),
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
-        "macro_f1": float(f.mean()),
-        "weighted_f1": float((f * s).sum() / max(s.sum(), 1)),
-        "n": int(len(y_true)),
+        "loss": (loss_sum / n) if loss_sum is not None and n else float("nan"),
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "macro_f1": float(f1.mean()),
+        "weighted_f1": float((f1 * support).sum() / max(support.sum(), 1)),
+        "n": n,
         "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(labels.names)
         },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        "confusion_matrix": confusion.tolist(),
     }
 
 
 @torch.no_grad()
+def score_encoded(
+    score: ClassificationScore,
+    model: torch.nn.Module,
+    ids: Sequence[Sequence[int]],
+    label_ids: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+) -> ClassificationScore:
+    """Fold a model's predictions on encoded texts into a running score."""
+    was_training = model.training
+    model.eval()
+    for rows, logits in iter_logits(model, ids, batch_size, pad_id):
+        score.add(logits, torch.as_tensor([label_ids[i] for i in rows], device=logits.device))
+    model.train(was_training)
+    return score
+
+
 def evaluate_encoded(
     model: torch.nn.Module,
     ids: Sequence[Sequence[int]],
@@ -52,16 +97,7 @@ def evaluate_encoded(
     pad_id: int,
 ) -> dict[str, Any]:
     """Metrics of a model on encoded texts; the loss is the mean cross-entropy per text."""
-    was_training = model.training
-    model.eval()
-    y_pred = np.empty(len(ids), dtype=np.int64)
-    loss_sum = 0.0
-    for rows, logits in iter_logits(model, ids, batch_size, pad_id):
-        gold = torch.as_tensor([label_ids[i] for i in rows], device=logits.device)
-        loss_sum += classification_loss(logits, gold).item()
-        y_pred[rows] = logits.argmax(-1).cpu().numpy()
-    model.train(was_training)
-    return classification_metrics(label_ids, y_pred, labels, loss_sum)
+    return score_encoded(ClassificationScore(labels), model, ids, label_ids, batch_size, pad_id).result()
 
 
 def evaluate_run(
@@ -72,27 +108,22 @@ def evaluate_run(
     encoding: str = "utf-8",
     batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Metrics of a run folder's model on a labeled file; labels unknown to the run are a DataError."""
+    """Metrics of a run folder's model on a labeled file, read chunk by chunk (memory does not grow with it)."""
     from tunesmith.data.encode import encode_texts
-    from tunesmith.data.readers import read_table
+    from tunesmith.data.readers import iter_tables
     from tunesmith.data.validate import examples
     from tunesmith.predict import Predictor
 
     predictor = Predictor.from_run(run, batch_size)
-    trained = read_run(run)
-    table = read_table(data, encoding)
-    # The training file's column names when this file has them too; else found by name as usual.
-    ex = examples(
-        table,
-        text_column or (trained.text_column if trained.text_column in table.columns else None),
-        label_column or (trained.label_column if trained.label_column in table.columns else None),
-    )
-    ids = encode_texts(predictor.tokenizer, ex.texts, predictor.max_length)
-    return evaluate_encoded(
-        predictor.model,
-        ids,
-        ex.label_ids(predictor.labels),
-        predictor.labels,
-        batch_size,
-        predictor.tokenizer.pad_token_id,
-    )
+    score = ClassificationScore(predictor.labels)
+    columns = (text_column, label_column)
+    for n, chunk in enumerate(iter_tables(data, encoding)):
+        if n == 0:  # the training file's column names when this file has them too; else found by name
+            columns = (text_column or predictor.column(chunk, "text"), label_column or predictor.column(chunk, "label"))
+        ex = examples(chunk, *columns)
+        columns = (ex.text_column, ex.label_column)
+        ids = encode_texts(predictor.tokenizer, ex.texts, predictor.max_length)
+        score_encoded(
+            score, predictor.model, ids, ex.label_ids(predictor.labels), batch_size, predictor.tokenizer.pad_token_id
+        )
+    return score.result()

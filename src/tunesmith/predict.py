@@ -6,7 +6,6 @@ Needs nothing but a run folder. Knows nothing about training.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.data.batching import collate, sorted_batches
 from tunesmith.data.encode import encode_texts
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.readers import read_table
+from tunesmith.data.readers import Table, iter_tables
 from tunesmith.data.validate import examples
 from tunesmith.errors import ConfigError
 from tunesmith.model.heads import load_finetuned
@@ -48,14 +47,15 @@ class Predictor:
         labels: LabelSpace,
         max_length: int,
         batch_size: int = 64,
-        text_column: str | None = None,
+        columns: dict[str, str | None] | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
         self.batch_size = batch_size
-        self.text_column = text_column
+        self.columns = columns or {}
+        """The training file's text and label column names, tried first in files to score."""
 
     @classmethod
     def from_run(cls, path: str | Path, batch_size: int = 64) -> Predictor:
@@ -66,7 +66,13 @@ class Predictor:
             model = model.to("cuda")
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(run.path))
-        return cls(model, tokenizer, run.labels, run.max_length, batch_size, run.text_column)
+        columns = {"text": run.text_column, "label": run.label_column}
+        return cls(model, tokenizer, run.labels, run.max_length, batch_size, columns)
+
+    def column(self, table: Table, role: str) -> str | None:
+        """The training file's column for a role when this table has it; None lets the usual names decide."""
+        name = self.columns.get(role)
+        return name if name in table.columns else None
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -105,50 +111,64 @@ class Predictor:
         encoding: str = "utf-8",
         fmt: str | None = None,
     ) -> int:
-        """Label every text of a file (or '-' for stdin) and write CSV or JSONL (or '-' for stdout)."""
+        """Label every text of a file (or '-' for stdin) and write CSV or JSONL (or '-' for stdout).
+
+        Input is read and output written chunk by chunk, so memory does not grow with the file;
+        a file output appears (renamed from a temporary sibling) only when complete.
+        """
         if top_k is not None and not 1 <= top_k <= len(self.labels):
             raise ConfigError(f"--top-k must be between 1 and {len(self.labels)} (the number of labels), got {top_k}")
-        table = read_table(source, encoding)
-        # The training file's text column when this file has it too; else found by name as usual.
-        column = text_column or (self.text_column if self.text_column in table.columns else None)
-        texts = examples(table, column, None, need_labels=False).texts
-        records = self.predict(texts, top_k)
         fmt = fmt or ("csv" if output and output.endswith((".csv", ".tsv")) else "jsonl")
         if fmt not in ("csv", "jsonl"):
             raise ConfigError(f"--format must be csv or jsonl, got '{fmt}'")
-        stream = io.StringIO()
-        if fmt == "jsonl":
-            for text, rec in zip(texts, records, strict=True):
-                stream.write(json.dumps({"text": text, **rec}, ensure_ascii=False) + "\n")
-        else:
-            self._write_csv(stream, texts, records, top_k, delimiter="\t" if (output or "").endswith(".tsv") else ",")
-        if output in (None, "-"):
-            sys.stdout.write(stream.getvalue())
-        else:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(output).with_name(f".{Path(output).name}.tmp")
-            tmp.write_text(stream.getvalue(), encoding="utf-8")
+        to_stdout = output in (None, "-")
+        tmp = None if to_stdout else Path(output).with_name(f".{Path(output).name}.tmp")
+        if tmp is not None:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        sink = sys.stdout if to_stdout else open(tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        written = 0
+        try:
+            writer = csv.writer(sink, delimiter="\t" if (output or "").endswith(".tsv") else ",", lineterminator="\n")
+            for chunk in iter_tables(source, encoding):
+                column = text_column or self.column(chunk, "text")
+                ex = examples(chunk, column, None, need_labels=False)
+                text_column = ex.text_column  # every later chunk uses the first chunk's column
+                records = self.predict(ex.texts, top_k)
+                if fmt == "jsonl":
+                    sink.writelines(
+                        json.dumps({"text": t, **r}, ensure_ascii=False) + "\n"
+                        for t, r in zip(ex.texts, records, strict=True)
+                    )
+                else:
+                    self._write_csv(writer, ex.texts, records, top_k, header=written == 0)
+                written += len(records)
+        except BaseException:
+            if tmp is not None:
+                sink.close()
+                tmp.unlink(missing_ok=True)
+            raise
+        if tmp is not None:
+            sink.close()
             tmp.replace(output)
-        return len(texts)
+        return written
 
     def _write_csv(
-        self, stream: io.StringIO, texts: list[str], records: list[dict[str, Any]], top_k: int | None, delimiter: str
+        self, writer: Any, texts: list[str], records: list[dict[str, Any]], top_k: int | None, header: bool
     ) -> None:
         """One column per label's probability; with top_k, label_i / score_i pairs instead."""
-        writer = csv.writer(stream, delimiter=delimiter, lineterminator="\n")
-        if top_k:
-            writer.writerow(
-                ["text", "label", "score"] + [f"{c}_{i}" for i in range(1, top_k + 1) for c in ("label", "score")]
+        if header:
+            extra = (
+                [f"{c}_{i}" for i in range(1, top_k + 1) for c in ("label", "score")]
+                if top_k
+                else [f"p({n})" for n in self.labels.names]
             )
-            for text, rec in zip(texts, records, strict=True):
-                pairs = [x for name, p in rec["scores"].items() for x in (name, f"{p:.6f}")]
-                writer.writerow([text, rec["label"], f"{rec['score']:.6f}", *pairs])
-        else:
-            writer.writerow(["text", "label", "score"] + [f"p({n})" for n in self.labels.names])
-            for text, rec in zip(texts, records, strict=True):
-                writer.writerow(
-                    [text, rec["label"], f"{rec['score']:.6f}", *(f"{rec['scores'][n]:.6f}" for n in self.labels.names)]
-                )
+            writer.writerow(["text", "label", "score", *extra])
+        for text, rec in zip(texts, records, strict=True):
+            if top_k:
+                extra = [x for name, p in rec["scores"].items() for x in (name, f"{p:.6f}")]
+            else:
+                extra = [f"{rec['scores'][n]:.6f}" for n in self.labels.names]
+            writer.writerow([text, rec["label"], f"{rec['score']:.6f}", *extra])
 
 
 def load(path: str | Path, batch_size: int = 64) -> Predictor:

@@ -197,3 +197,22 @@ def test_entry_points_in_a_subprocess(entry, tiny_run):
     assert json.loads(done.stdout)["label"] in {"billing", "feedback", "technical"}
     bad = subprocess.run([sys.executable, *entry, "train", "nope.csv"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: nope.csv: no such file or folder"
+
+
+def test_evaluate_and_predict_stream_in_chunks_with_the_same_results(cli, tiny_run, tiny_data, tmp_path, monkeypatch):
+    import tunesmith
+    import tunesmith.data.readers as readers
+
+    whole = tunesmith.evaluate(tiny_run, tiny_data["test_csv"])
+    assert cli("predict", tiny_run, tiny_data["test_csv"], "-o", tmp_path / "whole.csv")[0] == 0
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 7)  # 60 rows -> 9 chunks
+    chunked = tunesmith.evaluate(tiny_run, tiny_data["test_csv"])
+    assert chunked["confusion_matrix"] == whole["confusion_matrix"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert cli("predict", tiny_run, tiny_data["test_csv"], "-o", tmp_path / "chunked.csv")[0] == 0
+    a = list(csv.DictReader((tmp_path / "whole.csv").open()))
+    b = list(csv.DictReader((tmp_path / "chunked.csv").open()))
+    assert [(r["text"], r["label"]) for r in a] == [(r["text"], r["label"]) for r in b]
+    # other batch shapes change float rounding in the last digits, nothing more
+    assert all(float(x["score"]) == pytest.approx(float(y["score"]), abs=1e-5) for x, y in zip(a, b, strict=True))
+    assert not list(tmp_path.glob(".*.tmp"))

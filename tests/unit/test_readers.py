@@ -88,3 +88,31 @@ def test_encoding_option(tmp_path):
     assert read_table(p, encoding="cp1252").columns["text"] == ["café"]
     with pytest.raises(DataError, match="unknown encoding 'klingon'"):
         read_table(p, encoding="klingon")
+
+
+def test_chunks_keep_row_and_line_numbers(tmp_path):
+    from tunesmith.data.readers import iter_tables
+
+    p = tmp_path / "a.csv"
+    p.write_text("text,label\n" + "".join(f'"row\n{i}",x\n' for i in range(5)) + ",x\n")
+    chunks = []
+    with pytest.raises(DataError) as err:
+        for chunk in iter_tables(p, chunk_rows=2):
+            chunks.append(chunk)
+            from tunesmith.data.validate import examples
+
+            examples(chunk, None, None)
+    assert [c.first_row for c in chunks] == [0, 2, 4]
+    assert chunks[1].lines == [6, 8] and chunks[1].columns["text"] == ["row\n2", "row\n3"]
+    assert "line 12 (row 6), column 'text': empty text" in str(err.value)
+    whole = read_table(p)
+    assert len(whole) == 6 and whole.lines == [2, 4, 6, 8, 10, 12]
+
+
+def test_jsonl_columns_appearing_late_are_filled(tmp_path):
+    from tunesmith.data.readers import iter_tables
+
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c", "label": 1}\n')
+    assert read_table(p).columns == {"text": ["a", "b", "c"], "label": [None, None, 1]}
+    assert [c.columns for c in iter_tables(p, chunk_rows=2)][1] == {"text": ["c"], "label": [1]}

@@ -1,19 +1,20 @@
-"""Read CSV / TSV / JSONL / JSON / Parquet files and saved HF datasets into a Table.
+"""Read CSV / TSV / JSONL / JSON / Parquet files and saved HF datasets into Tables.
 
-Knows nothing about labels, tokenizers or models: it turns bytes into named columns and
-says exactly where a file is malformed.
+Knows nothing about labels, tokenizers or models: it turns bytes into named columns and says
+exactly where a file is malformed. Files are read as a stream of row chunks (iter_tables), so
+evaluation and prediction run in memory that does not grow with the file; training reads whole.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tunesmith.errors import DataError
 
@@ -37,28 +38,24 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 @dataclass
 class Table:
-    """Columns of one data file, with the line each row started on where the format has lines."""
+    """Columns of a data file's rows (or of one chunk of them), with the line each row started on."""
 
     path: str
     columns: dict[str, list[Any]]
     lines: list[int] | None = None
     format: str = ""
+    first_row: int = 0
+    """Rows of the file before this chunk."""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def where(self, index: int) -> dict[str, int | None]:
-        """DataError keyword arguments locating the row at 0-based ``index``."""
-        return {"row": index + 1, "line": self.lines[index] if self.lines else None}
+        """DataError keyword arguments locating the row at 0-based ``index`` of this chunk."""
+        return {"row": self.first_row + index + 1, "line": self.lines[index] if self.lines else None}
 
-    def take(self, indices: list[int]) -> Table:
-        """A new table with the given rows, keeping their original line numbers."""
-        return Table(
-            self.path,
-            {k: [v[i] for i in indices] for k, v in self.columns.items()},
-            [self.lines[i] for i in indices] if self.lines else None,
-            self.format,
-        )
+
+CHUNK_ROWS = 8192
 
 
 def detect_format(path: Path) -> str:
@@ -77,165 +74,218 @@ def detect_format(path: Path) -> str:
 
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> Table:
-    """Read any supported file into a Table; every failure is a one-line DataError."""
-    path = Path(path)
+    """The whole file as one Table; every failure is a one-line DataError."""
+    chunks = list(iter_tables(path, encoding))
+    columns: dict[str, list[Any]] = {}
+    for n, chunk in enumerate(chunks):
+        before = sum(len(c) for c in chunks[:n])
+        for key in chunk.columns:
+            columns.setdefault(key, [None] * before)
+        for key, col in columns.items():
+            col.extend(chunk.columns.get(key, [None] * len(chunk)))
+    lines = [x for c in chunks for x in c.lines] if all(c.lines for c in chunks) else None
+    return Table(chunks[0].path, columns, lines, chunks[0].format)
+
+
+def iter_tables(path: str | Path, encoding: str = "utf-8", chunk_rows: int | None = None) -> Iterator[Table]:
+    """The file's rows in order, chunk_rows (default CHUNK_ROWS) at a time; '-' reads lines of text from stdin."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
     if str(path) == "-":
-        return _read_text_lines("-", sys.stdin.read())
+        yield from _chunks("-", "text", _text_rows(sys.stdin, "-"), chunk_rows)
+        return
+    path = Path(path)
     if not path.exists():
         raise DataError(str(path), "no such file or folder")
     fmt = detect_format(path)
     if fmt == "hf":
-        return _read_hf(path)
-    if fmt == "parquet":
-        return _read_parquet(path)
-    text = _decode(path, encoding)
-    if text.startswith("\ufeff"):  # a UTF-8 BOM, as Excel writes it
-        text = text[1:]
-    if not text.strip():
-        raise DataError(str(path), "the file is empty")
-    if fmt in ("csv", "tsv"):
-        table = _read_csv(str(path), text, fmt)
+        yield from _hf_chunks(path, chunk_rows)
+    elif fmt == "parquet":
+        yield from _parquet_chunks(path, chunk_rows)
     else:
-        table = {"jsonl": _read_jsonl, "json": _read_json, "text": _read_text_lines}[fmt](str(path), text)
-    table.format = fmt
-    return table
+        yield from _text_file_chunks(path, fmt, encoding, chunk_rows)
 
 
-def _decode(path: Path, encoding: str) -> str:
-    data = path.read_bytes()
+def _text_file_chunks(path: Path, fmt: str, encoding: str, chunk_rows: int) -> Iterator[Table]:
+    # utf-8-sig drops the BOM that Excel writes; decoding errors surface mid-stream and are located exactly.
+    effective = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(
-            str(path),
-            f"byte 0x{data[e.start]:02x} is not valid {encoding}; "
-            "pass --encoding (for example latin-1 or cp1252) if the file uses another encoding",
-            line=line,
-        ) from None
+        handle = open(path, encoding=effective, newline="")  # noqa: SIM115 - closed below
     except LookupError:
         raise DataError(str(path), f"unknown encoding '{encoding}'") from None
+    with handle:
+        try:
+            if _blank(handle):
+                raise DataError(str(path), "the file is empty")
+            if fmt in ("csv", "tsv"):
+                rows = _csv_rows(handle, str(path), fmt)
+            else:
+                rows = {"jsonl": _jsonl_rows, "json": _json_rows, "text": _text_rows}[fmt](handle, str(path))
+            yield from _chunks(str(path), fmt, rows, chunk_rows)
+        except UnicodeDecodeError:
+            raise _decode_error(path, encoding) from None
 
 
-def _read_csv(path: str, text: str, fmt: str) -> Table:
+def _blank(handle: TextIO) -> bool:
+    """Whether the file holds only whitespace; reads no further than its first visible character."""
+    while block := handle.read(1 << 16):
+        if block.strip():
+            handle.seek(0)
+            return False
+    return True
+
+
+def _decode_error(path: Path, encoding: str) -> DataError:
+    """Locate the first undecodable byte by line (only on the error path, so the rescan costs nothing normally)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                return DataError(
+                    str(path),
+                    f"byte 0x{raw[e.start]:02x} is not valid {encoding}; pass --encoding "
+                    "(for example latin-1 or cp1252) if the file uses another encoding",
+                    line=n,
+                )
+    return DataError(str(path), f"not valid {encoding}; pass --encoding if the file uses another encoding")
+
+
+Row = tuple[dict[str, Any], int | None]
+"""A record and the line it started on."""
+
+
+def _chunks(path: str, fmt: str, rows: Iterable[Row], chunk_rows: int) -> Iterator[Table]:
+    """Group records into Tables; every chunk has every column seen so far (absent values are None)."""
+    keys: dict[str, None] = {}
+    batch: list[Row] = []
+    done = 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) == chunk_rows:
+            yield _table(path, fmt, batch, keys, done)
+            done += len(batch)
+            batch = []
+    if batch or not done:
+        if not batch:
+            raise DataError(
+                path,
+                "the file has a header but no rows"
+                if fmt in ("csv", "tsv")
+                else "the file holds no records"
+                if fmt != "text"
+                else "no text lines",
+            )
+        yield _table(path, fmt, batch, keys, done)
+
+
+def _table(path: str, fmt: str, batch: list[Row], keys: dict[str, None], first_row: int) -> Table:
+    for record, _ in batch:
+        keys.update(dict.fromkeys(record))
+    columns = {k: [record.get(k) for record, _ in batch] for k in keys}
+    lines = [line for _, line in batch]
+    return Table(path, columns, lines if all(x is not None for x in lines) else None, fmt, first_row)
+
+
+def _csv_rows(handle: TextIO, path: str, fmt: str) -> Iterator[Row]:
     # TSV files conventionally have no quoting (GLUE's SST-2 has bare quote characters inside sentences).
     if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(handle, strict=True)
     try:
-        header = next(reader)
+        header = [h.strip() for h in next(reader)]
     except csv.Error as e:
         raise DataError(path, f"malformed header ({e})", line=1) from None
-    header = [h.strip() for h in header]
     if not any(header):
         raise DataError(path, "the header line is empty; the first line must name the columns", line=1)
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise DataError(path, f"the header names column '{dup}' twice", line=1)
-    columns: dict[str, list[Any]] = {h: [] for h in header}
-    lines: list[int] = []
-    start = reader.line_num + 1
+    start, count = reader.line_num + 1, 0
     while True:
         try:
             row = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as e:
-            raise DataError(path, f"malformed {fmt.upper()} row ({e})", line=start, row=len(lines) + 1) from None
+            raise DataError(path, f"malformed {fmt.upper()} row ({e})", line=start, row=count + 1) from None
         if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
             start = reader.line_num + 1  # blank lines carry no record
             continue
         if len(row) != len(header):
             raise DataError(
-                path,
-                f"expected {len(header)} fields as in the header, found {len(row)}",
-                line=start,
-                row=len(lines) + 1,
+                path, f"expected {len(header)} fields as in the header, found {len(row)}", line=start, row=count + 1
             )
-        for name, value in zip(header, row, strict=True):
-            columns[name].append(value)
-        lines.append(start)
+        count += 1
+        yield dict(zip(header, row, strict=True)), start
         start = reader.line_num + 1
-    if not lines:
-        raise DataError(path, "the file has a header but no rows")
-    return Table(path, columns, lines)
 
 
-def _records_to_table(path: str, records: list[Any], lines: list[int] | None) -> Table:
-    columns: dict[str, list[Any]] = {}
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise DataError(
-                path,
-                f"expected a JSON object per record, got {type(rec).__name__}",
-                row=i + 1,
-                line=lines[i] if lines else None,
-            )
-        for key in rec:
-            if key not in columns:
-                columns[key] = [None] * i
-        for key, col in columns.items():
-            col.append(rec.get(key))
-    if not records:
-        raise DataError(path, "the file holds no records")
-    return Table(path, columns, lines)
+def _record(path: str, value: Any, row: int, line: int | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(path, f"expected a JSON object per record, got {type(value).__name__}", row=row, line=line)
+    return value
 
 
-def _read_jsonl(path: str, text: str) -> Table:
-    records, lines = [], []
-    for n, raw in enumerate(text.splitlines(), start=1):
+def _jsonl_rows(handle: TextIO, path: str) -> Iterator[Row]:
+    count = 0
+    for n, raw in enumerate(handle, start=1):
         if not raw.strip():
             continue
         try:
-            records.append(json.loads(raw))
+            value = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise DataError(path, f"not valid JSON ({e.msg})", line=n, row=len(records) + 1) from None
-        lines.append(n)
-    return _records_to_table(path, records, lines)
+            raise DataError(path, f"not valid JSON ({e.msg})", line=n, row=count + 1) from None
+        count += 1
+        yield _record(path, value, count, n), n
 
 
-def _read_json(path: str, text: str) -> Table:
+def _json_rows(handle: TextIO, path: str) -> Iterator[Row]:
+    """A JSON document cannot be streamed record by record with the standard library: it is read whole."""
     try:
-        data = json.loads(text)
+        data = json.load(handle)
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply") from None
     if isinstance(data, dict):
         # {"data": [...]} is a common wrapper; a dict of equal-length lists is a column layout.
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(data) == 1 and lists:
             data = lists[0]
         elif lists and len(lists) == len(data) and len({len(v) for v in lists}) == 1:
-            return Table(path, {k: list(v) for k, v in data.items()})
+            data = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
     if not isinstance(data, list):
         raise DataError(path, "expected a JSON list of records")
-    return _records_to_table(path, data, None)
+    for i, value in enumerate(data):
+        yield _record(path, value, i + 1, None), None
 
 
-def _read_text_lines(path: str, text: str) -> Table:
-    lines, texts = [], []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
-            texts.append(raw)
-            lines.append(n)
-    if not texts:
-        raise DataError(path, "no text lines")
-    return Table(path, {"text": texts}, lines, "text")
+def _text_rows(handle: TextIO, path: str) -> Iterator[Row]:
+    for n, raw in enumerate(handle, start=1):
+        text = raw.rstrip("\r\n")
+        if text.strip():
+            yield {"text": text}, n
 
 
-def _read_parquet(path: Path) -> Table:
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Table]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        source = pq.ParquetFile(path)
+        batches = source.iter_batches(batch_size=chunk_rows)
+        first = next(batches, None)
     except Exception as e:  # pyarrow raises several unrelated types for a bad file
         raise DataError(str(path), f"not a readable Parquet file ({str(e).splitlines()[0]})") from None
-    if table.num_rows == 0:
+    if first is None or source.metadata.num_rows == 0:
         raise DataError(str(path), "the file holds no rows")
-    return Table(str(path), {name: table.column(name).to_pylist() for name in table.column_names}, format="parquet")
+    done = 0
+    for batch in (first, *batches):
+        yield Table(str(path), batch.to_pydict(), None, "parquet", done)
+        done += batch.num_rows
 
 
-def _read_hf(path: Path) -> Table:
+def _hf_chunks(path: Path, chunk_rows: int) -> Iterator[Table]:
     import datasets
 
     try:
@@ -244,7 +294,10 @@ def _read_hf(path: Path) -> Table:
         raise DataError(str(path), f"not a folder saved by datasets' save_to_disk ({str(e).splitlines()[0]})") from None
     if isinstance(ds, datasets.DatasetDict):
         raise DataError(str(path), f"holds several splits ({', '.join(ds)}); pass the folder of one split")
-    return Table(str(path), ds.to_dict(), format="hf")
+    if len(ds) == 0:
+        raise DataError(str(path), "the dataset holds no rows")
+    for start in range(0, len(ds), chunk_rows):
+        yield Table(str(path), ds[start : start + chunk_rows], None, "hf", start)
 
 
 def find_column(table: Table, given: str | None, candidates: tuple[str, ...], role: str, flag: str) -> str:

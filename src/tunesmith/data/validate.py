@@ -73,7 +73,15 @@ def examples(table: Table, text_column: str | None, label_column: str | None, ne
     labels = None
     if label_col is not None:
         labels = [_label(table, i, v, label_col) for i, v in enumerate(table.columns[label_col])]
-    return Examples(table.path, texts, labels, list(range(1, len(table) + 1)), table.lines, text_col, label_col)
+    return Examples(
+        table.path,
+        texts,
+        labels,
+        [table.first_row + i + 1 for i in range(len(table))],
+        table.lines,
+        text_col,
+        label_col,
+    )
 
 
 def _text(table: Table, i: int, value: Any, column: str) -> str:
