@@ -263,3 +263,14 @@ def test_unwritable_output_folder_is_one_line(small, tmp_path, monkeypatch):
     monkeypatch.setattr(runs.Path, "mkdir", refuse)
     with pytest.raises(DiskError, match=r"cannot create .*ro.partial: Permission denied"):
         tunesmith.finetune(**args_for(small, tmp_path / "ro"))
+
+
+def test_killed_before_the_first_checkpoint_resumes_from_the_start(small, tmp_path):
+    out = tmp_path / "early"
+    assert launch(("loss", 2, "SIGKILL"), **args_for(small, out)).returncode == -signal.SIGKILL
+    partial = tmp_path / "early.partial"
+    assert partial.is_dir() and not (partial / "checkpoints").exists()
+    (partial / "metrics.jsonl").write_text('{"step": 99, "loss": 1.0}\n')  # what a lost attempt might have logged
+    result = tunesmith.finetune(**{**args_for(small, out), "resume": True})
+    assert (result.path / "model.safetensors").read_bytes() == (small["reference"] / "model.safetensors").read_bytes()
+    assert '"step": 99' not in (result.path / "metrics.jsonl").read_text()

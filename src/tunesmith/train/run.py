@@ -143,7 +143,12 @@ def run(cfg: RunConfig) -> RunResult:
     except BaseException:
         abandon(partial, checkpoint.latest(partial) is not None)
         raise
-    finish(partial, target, drop=(checkpoint.FOLDER, START_FILE))
+    try:
+        finish(partial, target, drop=(checkpoint.FOLDER, START_FILE))
+    except OSError as e:  # the run is complete: never delete it here
+        raise DiskError(
+            f"the finished run is in {partial} but could not be moved to {target}: {e.strerror or e}"
+        ) from None
     out = RunResult(target, **result)
     if not cfg.quiet:
         summarize(out, cfg)
@@ -174,6 +179,9 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         state = checkpoint.load(last, accelerator.unwrap_model(model), optimizer, scheduler)
         with open(partial / "metrics.jsonl", "r+b") as f:  # drop what was logged after the checkpoint
             f.truncate(state.metrics_offset)
+    else:  # killed before its first checkpoint: start over, forgetting what that attempt logged
+        for name in ("metrics.jsonl", "best_eval.json"):
+            (partial / name).unlink(missing_ok=True)
     if not cfg.quiet:
         where = f"resuming at step {state.step}" if state else f"{len(data.train)} examples"
         console.print(
