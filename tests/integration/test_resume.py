@@ -274,3 +274,11 @@ def test_killed_before_the_first_checkpoint_resumes_from_the_start(small, tmp_pa
     result = tunesmith.finetune(**{**args_for(small, out), "resume": True})
     assert (result.path / "model.safetensors").read_bytes() == (small["reference"] / "model.safetensors").read_bytes()
     assert '"step": 99' not in (result.path / "metrics.jsonl").read_text()
+
+
+def test_time_based_checkpoints(small, tmp_path):
+    out = tmp_path / "timed"
+    args = {**args_for(small, out), "save_every": None, "save_every_minutes": 1e-9, "keep_checkpoints": 3}
+    assert launch(("loss", 12, "SIGKILL"), **args).returncode == -signal.SIGKILL
+    kept = sorted(p.name for p in (tmp_path / "timed.partial" / "checkpoints").iterdir())
+    assert kept == ["step-00000003", "step-00000004", "step-00000005"], "a checkpoint after every step, 3 kept"
