@@ -152,6 +152,8 @@ def run(cfg: RunConfig) -> RunResult:
     out = RunResult(target, **result)
     if not cfg.quiet:
         summarize(out, cfg)
+    elif out.skipped_steps:  # skipped steps change the result: say so even when asked to be quiet
+        console.print(f"warning: {out.skipped_steps} steps with a non-finite loss or gradient were skipped")
     return out
 
 
