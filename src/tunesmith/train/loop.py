@@ -124,10 +124,11 @@ def fit(
                     loss_sum = loss_fn(model(**batch).logits, labels)
                     accelerator.backward(loss_sum * step_scale(items, procs))
                 step_loss += loss_sum.detach().float()  # detached: no graph is kept alive
-            # The gradient norm is computed anyway for clipping; checking it is the one sync per step.
+            # The gradient norm is computed anyway for clipping; NaN/inf in the loss or any gradient
+            # reaches norm + loss, so one check (the one sync per step) covers both.
             norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
             state.step, state.group = state.step + 1, state.group + 1
-            if not torch.isfinite(norm) or not torch.isfinite(step_loss):
+            if not torch.isfinite(norm + step_loss):
                 if cfg.on_nonfinite == "stop":
                     raise NonFiniteError(
                         f"step {state.step}: the loss or a gradient is NaN or infinite "
