@@ -46,6 +46,13 @@ def train(
     seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
     max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
     precision: Annotated[str | None, Opt(help="fp32 or bf16.")] = None,
+    strategy: Annotated[str | None, Opt(help="full (default), head, top-K (e.g. top-2), bitfit.")] = None,
+    train_layers: Annotated[int | None, Opt(help="Blocks from the top that train under top-k.")] = None,
+    init: Annotated[str | None, Opt(help="pretrained (default), or random: the ablation without θ̂.")] = None,
+    l2sp: Annotated[float | None, Opt(help="ALPHA of the L2-SP pull toward θ̂ (0: off).")] = None,
+    layer_lr_decay: Annotated[float | None, Opt(help="GAMMA: block l below the top learns at lr·GAMMA^l.")] = None,
+    body_lr: Annotated[float | None, Opt(help="Learning rate of the backbone (the same as --lr).")] = None,
+    head_lr: Annotated[float | None, Opt(help="Learning rate of the task head (default: --lr).")] = None,
     save_every: Annotated[int | None, Opt(help="Write a resumable checkpoint every N steps.")] = None,
     save_every_minutes: Annotated[float | None, Opt(help="Write a resumable checkpoint every M minutes.")] = None,
     keep_checkpoints: Annotated[int | None, Opt(help="Keep the newest K checkpoints (default 2).")] = None,
@@ -74,10 +81,16 @@ def train(
         "data.encoding": encoding,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
-        "train.lr": lr,
+        "train.lr": body_lr if body_lr is not None else lr,
         "train.seed": seed,
         "model.max_length": max_length,
         "train.precision": precision,
+        "strategy.name": strategy,
+        "strategy.train_layers": train_layers,
+        "strategy.init": init,
+        "strategy.l2sp": l2sp,
+        "train.layer_lr_decay": layer_lr_decay,
+        "train.head_lr": head_lr,
         "overwrite": overwrite or None,
         "quiet": quiet or None,
         "train.save_every": save_every,
@@ -185,6 +198,25 @@ def predict(
     n = Predictor.from_run(run_dir, batch_size).predict_file(data, output, top_k, text_column, encoding, format_)
     if output not in (None, "-"):
         console.print(f"wrote {n} predictions to {output}")
+
+
+@app.command()
+def drift(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")]) -> None:
+    """How far each layer moved from θ̂ during fine-tuning (from drift.json, or recomputed from θ̂)."""
+    from rich.console import Console
+
+    from tunesmith.report import drift_table
+    from tunesmith.runs import read_run
+
+    run = read_run(run_dir)
+    saved = run.path / "drift.json"
+    if saved.is_file():
+        report = json.loads(saved.read_text())
+    else:
+        from tunesmith.train.run import recompute_drift
+
+        report = recompute_drift(run)
+    Console().print(drift_table(report, f"drift of {run_dir} from {run.raw['pretrained']['name']}"))
 
 
 @app.command()

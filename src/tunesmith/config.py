@@ -80,7 +80,28 @@ class StrategyConfig:
     """Which parameters train."""
 
     name: str = "full"
-    """full: every parameter trains (the default)."""
+    """full (every parameter trains), head (only the task head), top-k (top train_layers blocks and the head),
+    bitfit (biases and the head); top-2 is short for top-k with train_layers 2."""
+    train_layers: int = 2
+    """Blocks from the top that train under top-k."""
+    init: str = "pretrained"
+    """pretrained (θ̂), or random: the same architecture with random weights, the ablation showing what θ̂ gives."""
+    l2sp: float = 0.0
+    """ALPHA of the L2-SP pull toward θ̂: (ALPHA/2)·‖θ_backbone − θ̂_backbone‖² joins the loss; the backbone then
+    gets no weight decay (the pull replaces it), the head keeps it."""
+
+    def __post_init__(self) -> None:
+        if self.name.startswith("top-") and self.name != "top-k":
+            k = self.name.removeprefix("top-")
+            if not k.isdigit() or int(k) < 1:
+                raise ConfigError(f"strategy '{self.name}': write top-K with K a positive number, e.g. top-2")
+            self.name, self.train_layers = "top-k", int(k)
+        if self.train_layers < 1:
+            raise ConfigError(f"strategy.train_layers must be at least 1, got {self.train_layers}")
+        if self.init not in ("pretrained", "random"):
+            raise ConfigError(f"strategy.init must be pretrained or random, got '{self.init}'")
+        if self.l2sp < 0:
+            raise ConfigError(f"strategy.l2sp must be at least 0, got {self.l2sp}")
 
 
 @dataclass
@@ -97,6 +118,8 @@ class TrainConfig:
     """Peak learning rate of the backbone; the head uses head_lr."""
     head_lr: float | None = None
     """Peak learning rate of the task head; the same as lr when unset."""
+    layer_lr_decay: float | None = None
+    """GAMMA: the block l places below the top learns at lr·GAMMA^l, the embeddings at the lowest rate."""
     weight_decay: float = 0.01
     """AdamW weight decay; never applied to biases and LayerNorm weights."""
     warmup_ratio: float = 0.1
@@ -129,6 +152,10 @@ class TrainConfig:
             (self.grad_accum >= 1, f"train.grad_accum must be at least 1, got {self.grad_accum}"),
             (self.lr > 0, f"train.lr must be positive, got {self.lr}"),
             (self.head_lr is None or self.head_lr > 0, f"train.head_lr must be positive, got {self.head_lr}"),
+            (
+                self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1,
+                f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}",
+            ),
             (0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
             (
                 self.schedule in ("linear", "cosine", "constant"),
@@ -267,9 +294,14 @@ class RunConfig:
                         f"{where} {key}: unknown key '{'.'.join(parts[: depth + 1])}'" + _suggest(part, known)
                     )
                 if depth == len(parts) - 1:
-                    if isinstance(node[part], dict):
+                    if isinstance(node[part], dict) and isinstance(value, dict):
+                        node[part] = {**node[part], **value}
+                    elif isinstance(node[part], dict) and "name" in node[part] and isinstance(value, str):
+                        node[part]["name"] = value  # strategy="head" means strategy.name, as model="x" does
+                    elif isinstance(node[part], dict):
                         raise ConfigError(f"{where} {key}: '{key}' is a section; set one of its fields")
-                    node[part] = value
+                    else:
+                        node[part] = value
                 else:
                     node = node[part]
         return RunConfig.from_dict(raw, where=where)

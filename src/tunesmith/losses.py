@@ -28,3 +28,11 @@ def step_scale(items_in_step: int, num_processes: int = 1) -> float:
     gradients over processes, so each process's sum is multiplied back by their number.
     """
     return num_processes / items_in_step
+
+
+def l2sp_penalty(params: list[torch.Tensor], anchors: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    """(alpha/2)·‖θ − θ̂‖² over the given parameters (Li et al., 2018): the pull toward the pretrained θ̂.
+
+    Its gradient is alpha·(θ − θ̂). Added once per optimiser step, not per micro-batch.
+    """
+    return (alpha / 2) * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors, strict=True))

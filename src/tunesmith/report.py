@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -115,3 +116,80 @@ def print_metrics(metrics: dict[str, Any], title: str, out: Console | None = Non
     out = out or console
     out.print(metrics_table(metrics, title))
     out.print(confusion_table(metrics))
+
+
+def parameter_drift(start: torch.nn.Module, finetuned: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """How far θ̃ moved from where training started (θ̂, plus the initial head), per parameter and per layer.
+
+    For each: ‖θ̃ − θ̂‖ / ‖θ̂‖, the largest absolute change, and the share of entries that changed at all.
+    Groups are the embeddings, each block, the rest of the backbone, and the head; totals add up
+    embeddings, blocks, head and everything.
+    """
+    from tunesmith.model.strategies import layout
+
+    lay = layout(start)
+    sums: dict[str, list[float]] = {}  # group -> [Σd², Σθ̂², max|d|, moved, numel]
+
+    def add(key: str, d2: float, a2: float, peak: float, moved: int, numel: int) -> None:
+        acc = sums.setdefault(key, [0.0, 0.0, 0.0, 0, 0])
+        acc[0] += d2
+        acc[1] += a2
+        acc[2] = max(acc[2], peak)
+        acc[3] += moved
+        acc[4] += numel
+
+    params: dict[str, dict[str, float]] = {}
+    for name, before in start.named_parameters():
+        if name not in finetuned:
+            continue  # a weight tied to another is saved once
+        before = before.detach().float()
+        delta = finetuned[name].float() - before
+        stats = (
+            float((delta**2).sum()),
+            float((before**2).sum()),
+            float(delta.abs().max()),
+            int((delta != 0).sum()),
+            delta.numel(),
+        )
+        params[name] = _ratios(*stats)
+        group = lay.group(name)
+        for key in {group, "blocks" if group.startswith("block ") else group, "all"}:
+            add(key, *stats)
+    order = ["embeddings", *[f"block {i}" for i in range(len(lay.blocks))], "backbone", "head"]
+    totals = ["embeddings", "blocks", "head", "all"]
+    return {
+        "groups": {g: _ratios(*sums[g]) for g in order if g in sums},
+        "totals": {t: _ratios(*sums[t]) for t in totals if t in sums},
+        "parameters": params,
+    }
+
+
+def _ratios(d2: float, a2: float, peak: float, moved: int, numel: int) -> dict[str, float]:
+    return {
+        "relative": (d2**0.5 / a2**0.5) if a2 > 0 else (0.0 if d2 == 0 else float("inf")),
+        "max_abs": peak,
+        "moved": moved / numel if numel else 0.0,
+        "numel": numel,
+    }
+
+
+def drift_table(drift: dict[str, Any], title: str) -> Table:
+    """One row per layer with a bar of its relative change, then the totals."""
+    rows = {**drift["groups"], **{f"total: {k}": v for k, v in drift["totals"].items()}}
+    top = max((v["relative"] for v in drift["groups"].values() if v["relative"] != float("inf")), default=0) or 1
+    table = Table(title=title, title_justify="left")
+    for col, justify in (
+        ("layer", "left"),
+        ("‖θ̃−θ̂‖/‖θ̂‖", "right"),
+        ("", "left"),
+        ("max |Δ|", "right"),
+        ("moved", "right"),
+        ("parameters", "right"),
+    ):
+        table.add_column(col, justify=justify)
+    for name, v in rows.items():
+        if name == "total: embeddings":
+            table.add_section()
+        bar = "" if name.startswith("total") else "█" * round(20 * min(v["relative"], top) / top)
+        table.add_row(name, f"{v['relative']:.4f}", bar, f"{v['max_abs']:.4g}", f"{v['moved']:.1%}", f"{v['numel']:,}")
+    return table

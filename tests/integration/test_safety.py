@@ -88,6 +88,7 @@ def test_labels_and_columns_never_become_paths(tiny_model, tmp_path):
         "tunesmith.json",
         "metrics.jsonl",
         "eval.json",
+        "drift.json",
     }
     assert not Path("/tmp/billing").exists()
 

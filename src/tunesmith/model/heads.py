@@ -6,7 +6,7 @@ everything else. We never guess the head from module names.
 
 from __future__ import annotations
 
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ModelError
@@ -16,20 +16,35 @@ TASK_MODELS = {"classification": AutoModelForSequenceClassification}
 
 
 def with_head(
-    source: ModelSource, task: str, labels: LabelSpace, trust_remote_code: bool = False, allow_pickle: bool = False
+    source: ModelSource,
+    task: str,
+    labels: LabelSpace,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    random_init: bool = False,
 ) -> PreTrainedModel:
-    """θ̂ plus a freshly initialised task head sized for the label space (seeded by the caller)."""
+    """θ̂ plus a freshly initialised task head sized for the label space (seeded by the caller).
+
+    With random_init, the same architecture and head start from random weights instead of θ̂.
+    """
+    labeled = {
+        "num_labels": len(labels),
+        "id2label": labels.id2label,
+        "label2id": labels.label2id,
+        "problem_type": "single_label_classification",
+    }
+    if random_init:
+        with load_errors(source), quiet_transformers():
+            config = AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code, **labeled)
+            return TASK_MODELS[task].from_config(config, trust_remote_code=trust_remote_code)
     check_weights(source, allow_pickle)
     with load_errors(source), quiet_transformers():
         return TASK_MODELS[task].from_pretrained(
             source.location,
-            num_labels=len(labels),
-            id2label=labels.id2label,
-            label2id=labels.label2id,
-            problem_type="single_label_classification",
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
             weights_only=True,  # even allowed pickle may only hold tensors, never code
+            **labeled,
         )
 
 

@@ -79,6 +79,8 @@ class Hooks:
     checkpoint: Callable[[FitState], None] | None = None
     stop_requested: Callable[[], int | None] = lambda: None
     """The signal number when SIGINT/SIGTERM asked the run to stop, else None."""
+    regularizer: Callable[[], torch.Tensor] | None = None
+    """A parameter penalty (L2-SP) added once per optimiser step, to the last micro-batch's loss."""
 
 
 def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
@@ -122,7 +124,10 @@ def fit(
                 # Skip the DDP all-reduce on all but the last micro-batch: gradients just add up locally.
                 with accelerator.no_sync(model) if i < len(group) - 1 else contextlib.nullcontext():
                     loss_sum = loss_fn(model(**batch).logits, labels)
-                    accelerator.backward(loss_sum * step_scale(items, procs))
+                    loss = loss_sum * step_scale(items, procs)
+                    if hooks.regularizer and i == len(group) - 1:
+                        loss = loss + hooks.regularizer()  # the same on every process: DDP's mean keeps it
+                    accelerator.backward(loss)
                 step_loss += loss_sum.detach().float()  # detached: no graph is kept alive
             # The gradient norm is computed anyway for clipping; NaN/inf in the loss or any gradient
             # reaches norm + loss, so one check (the one sync per step) covers both.

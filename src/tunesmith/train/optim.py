@@ -27,29 +27,48 @@ def no_decay_names(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def parameter_groups(model: PreTrainedModel, cfg: TrainConfig) -> list[dict]:
-    """Up to four groups: (backbone | head) x (decay | no decay); frozen parameters are left out."""
-    head = head_parameter_names(model)
+def parameter_groups(model: PreTrainedModel, cfg: TrainConfig, l2sp: bool = False) -> list[dict]:
+    """Groups by (where, decay): the head, the backbone, or with layer_lr_decay each block and the embeddings.
+
+    Frozen parameters are left out. Under L2-SP the pull toward θ̂ replaces weight decay in the
+    backbone (decaying toward 0 would fight it); the head keeps plain weight decay.
+    """
+    heads = head_parameter_names(model)
     no_decay = no_decay_names(model)
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((name in head, name not in no_decay), []).append(p)
+    rates = layer_rates(model, cfg) if cfg.layer_lr_decay else {}
     head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    groups: dict[tuple[str, float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        where, lr = ("head", head_lr) if name in heads else rates.get(name, ("backbone", cfg.lr))
+        decay = cfg.weight_decay if name not in no_decay and (where == "head" or not l2sp) else 0.0
+        groups.setdefault((where if decay else f"{where}/no_decay", lr, decay), []).append(p)
     return [
-        {
-            "params": params,
-            "lr": head_lr if is_head else cfg.lr,
-            "weight_decay": cfg.weight_decay if decay else 0.0,
-            "name": f"{'head' if is_head else 'backbone'}{'' if decay else '/no_decay'}",
-        }
-        for (is_head, decay), params in sorted(groups.items())
+        {"params": params, "lr": lr, "weight_decay": decay, "name": name}
+        for (name, lr, decay), params in groups.items()
     ]
 
 
-def build_optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+def layer_rates(model: PreTrainedModel, cfg: TrainConfig) -> dict[str, tuple[str, float]]:
+    """Discriminative rates: block l places below the top gets lr·GAMMA^l; the embeddings lr·GAMMA^L (L blocks).
+
+    Backbone parameters outside blocks and embeddings (a pooler, a final norm) sit on top: lr.
+    """
+    from tunesmith.model.strategies import layout
+
+    lay = layout(model)
+    gamma, depth = cfg.layer_lr_decay or 1.0, len(lay.blocks)
+    rates = {name: ("embeddings", cfg.lr * gamma**depth) for name in lay.embeddings}
+    for index, block in enumerate(lay.blocks):
+        below_top = depth - 1 - index
+        rates.update({name: (f"block {index}", cfg.lr * gamma**below_top) for name in block})
+    return rates
+
+
+def build_optimizer(model: PreTrainedModel, cfg: TrainConfig, l2sp: bool = False) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters."""
-    return torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
+    return torch.optim.AdamW(parameter_groups(model, cfg, l2sp), lr=cfg.lr)
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:

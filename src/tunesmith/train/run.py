@@ -7,8 +7,10 @@ when complete; a failed run leaves nothing behind unless a checkpoint makes it r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,21 +20,22 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.config import RunConfig
 from tunesmith.data.batching import EncodedSet
 from tunesmith.data.encode import encode_texts
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.validate import LabeledData, load_labeled
-from tunesmith.errors import ConfigError, DiskError, Interrupted, TunesmithError
-from tunesmith.losses import classification_loss
+from tunesmith.data.validate import LabeledData, load_labeled, sha256_of
+from tunesmith.errors import ConfigError, DiskError, Interrupted, ModelError, TunesmithError
+from tunesmith.losses import classification_loss, l2sp_penalty
 from tunesmith.metrics import evaluate_encoded
-from tunesmith.model.heads import with_head
+from tunesmith.model.heads import head_parameter_names, with_head
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
-from tunesmith.model.strategies import apply_strategy
-from tunesmith.report import Reporter, console, print_metrics
-from tunesmith.runs import RUN_FILE, abandon, begin, environment, finish, write_json
+from tunesmith.model.strategies import apply_strategy, check_strategy
+from tunesmith.report import Reporter, console, parameter_drift, print_metrics
+from tunesmith.runs import RUN_FILE, RunInfo, abandon, begin, environment, finish, write_json
 from tunesmith.train import checkpoint
 from tunesmith.train.loop import FitState, Hooks, fit, steps_per_epoch
 from tunesmith.train.optim import build_optimizer, build_scheduler
@@ -82,9 +85,45 @@ def load_model(cfg: RunConfig, labels: LabelSpace) -> tuple[ModelSource, PreTrai
     source = resolve(cfg.model.name)
     set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle)
+    random_init = cfg.strategy.init == "random"
+    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle, random_init)
     apply_strategy(model, cfg.strategy)
     return source, tokenizer, model
+
+
+def l2sp_regularizer(model: PreTrainedModel, alpha: float) -> Callable[[], torch.Tensor]:
+    """The L2-SP penalty over the trainable backbone; θ̂ is copied once here, not per step."""
+    heads = head_parameter_names(model)
+    params = [p for name, p in model.named_parameters() if p.requires_grad and name not in heads]
+    anchors = [p.detach().clone() for p in params]
+    return lambda: l2sp_penalty(params, anchors, alpha)
+
+
+def run_drift(cfg: RunConfig, labels: LabelSpace, folder: Path) -> dict[str, Any]:
+    """Drift of the saved θ̃ from the starting point, rebuilt exactly (same seed, so the same initial head)."""
+    _, _, start = load_model(cfg, labels)
+    return parameter_drift(start, load_file(str(folder / "model.safetensors")))
+
+
+def recompute_drift(run: RunInfo) -> dict[str, Any]:
+    """Drift of a run folder from the θ̂ it records; refused if that model's weights changed since."""
+    cfg = RunConfig.from_dict(run.raw["config"], where=str(run.path / RUN_FILE))
+    saved = run.raw["pretrained"].get("sha256")
+    now = weights_sha256(resolve(cfg.model.name))
+    if saved and now != saved:
+        raise ModelError(f"{cfg.model.name}: its weights changed since {run.path} was trained (sha256 differs)")
+    return run_drift(cfg, run.labels, run.path)
+
+
+def weights_sha256(source: ModelSource) -> str | None:
+    """Fingerprint of a local model's weight files, so drift can check it compares against the same θ̂."""
+    if source.kind == "hub":
+        return None
+    files = sorted(Path(source.location).glob("*.safetensors")) or sorted(Path(source.location).glob("*.bin"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(sha256_of(f).encode())
+    return digest.hexdigest() if files else None
 
 
 def default_output(train_data: str) -> str:
@@ -122,6 +161,7 @@ def run(cfg: RunConfig) -> RunResult:
     """Fine-tune θ̂ on D as cfg says and write the run folder; returns where and how well."""
     started = time.perf_counter()
     target = Path(cfg.output or default_output(cfg.data.train_data or "run"))
+    check_strategy(cfg.strategy)
     data = load_labeled(cfg.data, cfg.train.seed)  # all data errors come before any folder is made
     start = {"config": cfg.to_dict(), "data": data.fingerprints(cfg.data)}
     partial = begin(target, cfg.overwrite, cfg.resume)
@@ -171,7 +211,8 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         pad_id,
     )
     eval_ids = encode_texts(tokenizer, data.eval.texts, cfg.model.max_length) if data.eval else None
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
+    regularizer = l2sp_regularizer(model, cfg.strategy.l2sp) if cfg.strategy.l2sp > 0 else None
     batches = len(train_set.batches(0)) // accelerator.num_processes
     total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.train, total)
@@ -217,7 +258,7 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
                 partial, state, accelerator.unwrap_model(model), optimizer, scheduler, cfg.train.keep_checkpoints
             )
 
-        hooks = Hooks(reporter, evaluate if data.eval else None, save_best, save_checkpoint, stop)
+        hooks = Hooks(reporter, evaluate if data.eval else None, save_best, save_checkpoint, stop, regularizer)
         try:
             state = fit(
                 model,
@@ -237,6 +278,7 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
     # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
     tokenizer.model_max_length = cfg.model.max_length
     tokenizer.save_pretrained(partial)
+    write_json(partial / "drift.json", run_drift(cfg, data.labels, partial))
     (partial / "best_eval.json").unlink(missing_ok=True)
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
@@ -245,7 +287,12 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         "tunesmith": _version(),
         "task": cfg.task.type,
         "labels": data.labels.to_dict(),
-        "pretrained": {"name": source.name, "location": source.location, "kind": source.kind},
+        "pretrained": {
+            "name": source.name,
+            "location": source.location,
+            "kind": source.kind,
+            "sha256": weights_sha256(source),
+        },
         "seed": cfg.train.seed,
         "best": state.best,
         "skipped_steps": state.skipped,
