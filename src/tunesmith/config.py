@@ -81,9 +81,21 @@ class StrategyConfig:
 
     name: str = "full"
     """full (every parameter trains), head (only the task head), top-k (top train_layers blocks and the head),
-    bitfit (biases and the head); top-2 is short for top-k with train_layers 2."""
+    bitfit (biases and the head), lora (LoRA adapters and the head); top-2 is top-k with train_layers 2."""
     train_layers: int = 2
     """Blocks from the top that train under top-k."""
+    lora_r: int = 8
+    """Rank of the LoRA update matrices."""
+    lora_alpha: float = 16.0
+    """LoRA scaling: the update is (lora_alpha / lora_r)·B·A."""
+    lora_dropout: float = 0.1
+    """Dropout on the LoRA input."""
+    lora_targets: list[str] | None = None
+    """Module names that get LoRA adapters; peft's choice for the architecture when unset (BERT: query, value)."""
+    save_adapter: bool = False
+    """Under lora, also save the adapter alone (run/adapter); the run folder always holds the merged model."""
+    unfreeze: str = "none"
+    """gradual (ULMFiT): the head alone in epoch 1, then one more block from the top each epoch, embeddings last."""
     init: str = "pretrained"
     """pretrained (θ̂), or random: the same architecture with random weights, the ablation showing what θ̂ gives."""
     l2sp: float = 0.0
@@ -96,8 +108,14 @@ class StrategyConfig:
             if not k.isdigit() or int(k) < 1:
                 raise ConfigError(f"strategy '{self.name}': write top-K with K a positive number, e.g. top-2")
             self.name, self.train_layers = "top-k", int(k)
+        if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(
+                f"strategy.lora_r must be at least 1 and lora_dropout in [0, 1), got {self.lora_r}, {self.lora_dropout}"
+            )
         if self.train_layers < 1:
             raise ConfigError(f"strategy.train_layers must be at least 1, got {self.train_layers}")
+        if self.unfreeze not in ("none", "gradual"):
+            raise ConfigError(f"strategy.unfreeze must be none or gradual, got '{self.unfreeze}'")
         if self.init not in ("pretrained", "random"):
             raise ConfigError(f"strategy.init must be pretrained or random, got '{self.init}'")
         if self.l2sp < 0:

@@ -38,6 +38,7 @@ ROWS = [
     ("top-1", lambda n: n in HEAD or block(n) == 1 or n.startswith("bert.pooler.")),
     ("top-2", lambda n: not n.startswith("bert.embeddings.")),
     ("bitfit", lambda n: n in HEAD or is_bias(n)),
+    ("lora", lambda n: ".lora_" in n or ".modules_to_save." in n),
 ]
 
 
@@ -46,8 +47,7 @@ def model_factory(tiny_model):
     def make(strategy: str):
         torch.manual_seed(0)
         model = with_head(resolve(tiny_model), "classification", LabelSpace(("a", "b", "c")))
-        apply_strategy(model, StrategyConfig(name=strategy))
-        return model
+        return apply_strategy(model, StrategyConfig(name=strategy))
 
     return make
 
@@ -63,7 +63,11 @@ def test_exactly_the_chosen_parameters_get_gradients(model_factory, strategy, tr
         assert (p.grad is not None) == expected, name
 
 
-@pytest.mark.parametrize(("strategy", "trains"), ROWS, ids=[r[0] for r in ROWS])
+SAVED = {**dict(ROWS), "lora": lambda n: n in HEAD or n.endswith((".query.weight", ".value.weight"))}
+"""Which saved (merged) weights may differ from θ̂ after training."""
+
+
+@pytest.mark.parametrize(("strategy", "trains"), SAVED.items(), ids=list(SAVED))
 def test_frozen_parameters_stay_bit_identical_after_training(tiny_model, tiny_data, tmp_path, strategy, trains):
     result = tunesmith.finetune(
         str(tiny_data["train_csv"]),
@@ -169,3 +173,59 @@ def test_unknown_strategy_is_refused_before_any_work(tiny_data, tmp_path, cli):
     assert code == 2 and "strategy 'lorax' is unknown" in err and not list(tmp_path.iterdir())
     code, _, err = cli("train", tiny_data["train_csv"], "--strategy", "top-x", "-o", tmp_path / "x")
     assert code == 2 and "write top-K" in err
+
+
+def test_lora_merged_model_predicts_as_the_adapter_model(tiny_model, tiny_data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = tunesmith.finetune(
+        str(tiny_data["train_csv"]),
+        tiny_model,
+        str(tmp_path / "lora"),
+        epochs=2,
+        lr=1e-2,
+        strategy="lora",
+        save_adapter=True,
+        quiet=True,
+        lora_r=4,
+    )
+    assert not list(result.path.glob("adapter_*")), "the run folder root holds the merged model only"
+    merged = AutoModelForSequenceClassification.from_pretrained(result.path).eval()
+    base = with_head(resolve(tiny_model), "classification", LabelSpace(("billing", "feedback", "technical")))
+    adapted = PeftModel.from_pretrained(base, result.path / "adapter").eval()
+    tok = AutoTokenizer.from_pretrained(result.path)
+    batch = tok(["my invoice is wrong", "the app crashes at login", "love it"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, adapted(**batch).logits, atol=1e-5)
+    assert tunesmith.load(result.path).predict("my invoice")["label"] in {"billing", "feedback", "technical"}
+
+
+def test_gradual_unfreezing_opens_one_more_block_each_epoch(model_factory):
+    from tunesmith.model.strategies import gradual_unfreezing
+
+    model = model_factory("full")
+    open_for = gradual_unfreezing(model)
+    lay = layout(model)
+
+    def trainable():
+        return {lay.group(n) for n, p in model.named_parameters() if p.requires_grad}
+
+    expected = [
+        {"head"},
+        {"head", "backbone", "block 1"},
+        {"head", "backbone", "block 1", "block 0"},
+        {"head", "backbone", "block 1", "block 0", "embeddings"},
+    ]
+    for epoch, groups in enumerate(expected):
+        open_for(epoch)
+        assert trainable() == groups, epoch
+
+
+def test_gradual_unfreezing_in_a_run_leaves_the_embeddings_at_theta_hat(tiny_model, tiny_data, tmp_path):
+    result = tunesmith.finetune(
+        str(tiny_data["train_csv"]), tiny_model, str(tmp_path / "g"), epochs=3, lr=1e-2, unfreeze="gradual", quiet=True
+    )
+    groups = json.loads((result.path / "drift.json").read_text())["groups"]
+    assert groups["embeddings"]["moved"] == 0.0  # opened only in epoch 4
+    assert groups["block 0"]["moved"] > 0 and groups["block 1"]["moved"] > 0 and groups["head"]["moved"] > 0

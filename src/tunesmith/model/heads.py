@@ -6,6 +6,7 @@ everything else. We never guess the head from module names.
 
 from __future__ import annotations
 
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
@@ -59,7 +60,11 @@ def load_finetuned(folder: str, task: str, labels: LabelSpace) -> PreTrainedMode
     return model
 
 
-def head_parameter_names(model: PreTrainedModel) -> set[str]:
-    """Names of the parameters outside model.base_model: the task head."""
-    backbone = {id(p) for p in model.base_model.parameters()}
+def head_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters outside the transformers model's base_model: the task head.
+
+    Works by identity, so it also holds for a model wrapped by peft (whose own base_model differs).
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = {id(p) for p in inner.base_model.parameters()}
     return {name for name, p in model.named_parameters() if id(p) not in backbone}

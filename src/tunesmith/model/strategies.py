@@ -46,24 +46,25 @@ class Layout:
         return None
 
 
-def layout(model: PreTrainedModel) -> Layout:
-    """Find the blocks (the backbone's longest ModuleList of identical layers) and the embeddings."""
-    base = model.base_model
-    prefix = model.base_model_prefix + "." if hasattr(model, model.base_model_prefix) else ""
+def layout(model: torch.nn.Module) -> Layout:
+    """Find the blocks (the backbone's longest ModuleList of identical layers) and the embeddings.
+
+    Parameters are matched by identity, so names are those of ``model`` even when peft wraps it.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = inner.base_model
     stacks = [
-        (name, m)
-        for name, m in base.named_modules()
+        m
+        for m in base.modules()
         if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and len({type(x) for x in m}) == 1
     ]
     if not stacks:
-        raise ConfigError(f"{type(model).__name__}: found no stack of transformer blocks for layer-wise strategies")
-    stack_name, stack = max(stacks, key=lambda item: len(item[1]))
-    blocks = tuple(
-        frozenset(f"{prefix}{stack_name}.{i}.{n}" for n, _ in block.named_parameters()) for i, block in enumerate(stack)
-    )
+        raise ConfigError(f"{type(inner).__name__}: found no stack of transformer blocks for layer-wise strategies")
+    stack = max(stacks, key=len)
+    names = {id(p): n for n, p in model.named_parameters()}
+    blocks = tuple(frozenset(names[id(p)] for p in block.parameters() if id(p) in names) for block in stack)
     embedding_module = getattr(base, "embeddings", None) or base.get_input_embeddings()
-    embedding_ids = {id(p) for p in embedding_module.parameters()}
-    embeddings = frozenset(n for n, p in model.named_parameters() if id(p) in embedding_ids)
+    embeddings = frozenset(names[id(p)] for p in embedding_module.parameters() if id(p) in names)
     return Layout(embeddings, blocks, frozenset(head_parameter_names(model)))
 
 
@@ -72,18 +73,20 @@ def _only(model: PreTrainedModel, keep: Callable[[str], bool]) -> None:
         p.requires_grad_(keep(name))
 
 
-def full(model: PreTrainedModel, cfg: StrategyConfig) -> None:
+def full(model: PreTrainedModel, cfg: StrategyConfig) -> PreTrainedModel:
     """Every parameter trains: plain full fine-tuning from θ̂."""
     _only(model, lambda name: True)
+    return model
 
 
-def head(model: PreTrainedModel, cfg: StrategyConfig) -> None:
+def head(model: PreTrainedModel, cfg: StrategyConfig) -> PreTrainedModel:
     """Linear probing: only the task head trains; the backbone stays θ̂ bit for bit."""
     heads = head_parameter_names(model)
     _only(model, lambda name: name in heads)
+    return model
 
 
-def top_k(model: PreTrainedModel, cfg: StrategyConfig) -> None:
+def top_k(model: PreTrainedModel, cfg: StrategyConfig) -> PreTrainedModel:
     """The top train_layers blocks, what sits above them (pooler, final norm) and the head train."""
     lay = layout(model)
     if cfg.train_layers > len(lay.blocks):
@@ -95,19 +98,44 @@ def top_k(model: PreTrainedModel, cfg: StrategyConfig) -> None:
         return name not in lay.embeddings and (index is None or index >= lowest)
 
     _only(model, keep)
+    return model
 
 
-def bitfit(model: PreTrainedModel, cfg: StrategyConfig) -> None:
+def bitfit(model: PreTrainedModel, cfg: StrategyConfig) -> PreTrainedModel:
     """BitFit (Ben Zaken et al., 2022): only bias terms of the backbone, and the whole head, train."""
     heads = head_parameter_names(model)
     _only(model, lambda name: name in heads or re.search(r"(^|\.)bias$", name) is not None)
+    return model
 
 
-STRATEGIES: dict[str, Callable[[PreTrainedModel, StrategyConfig], None]] = {
+def lora(model: PreTrainedModel, cfg: StrategyConfig) -> torch.nn.Module:
+    """LoRA (Hu et al., 2021) through peft: low-rank adapters on the target modules; the head trains fully.
+
+    The run folder gets the merged model (merge_and_unload), so it loads in plain transformers.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    inner_heads = {name.split(".")[0] for name in head_parameter_names(model)}
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets,
+        modules_to_save=sorted(inner_heads),
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # peft names the target modules it could not find
+        raise ConfigError(f"strategy lora: {str(e).splitlines()[0]} (set strategy.lora_targets)") from None
+
+
+STRATEGIES: dict[str, Callable[[PreTrainedModel, StrategyConfig], torch.nn.Module]] = {
     "full": full,
     "head": head,
     "top-k": top_k,
     "bitfit": bitfit,
+    "lora": lora,
 }
 
 
@@ -117,7 +145,37 @@ def check_strategy(cfg: StrategyConfig) -> None:
         raise ConfigError(f"strategy '{cfg.name}' is unknown; choose one of: {', '.join(STRATEGIES)}, top-K")
 
 
-def apply_strategy(model: PreTrainedModel, cfg: StrategyConfig) -> None:
-    """Set requires_grad on every parameter according to the chosen strategy."""
+def apply_strategy(model: PreTrainedModel, cfg: StrategyConfig) -> torch.nn.Module:
+    """Set requires_grad on every parameter as the strategy says; returns the model (lora wraps it)."""
     check_strategy(cfg)
-    STRATEGIES[cfg.name](model, cfg)
+    return STRATEGIES[cfg.name](model, cfg)
+
+
+def is_adapter(model: torch.nn.Module) -> bool:
+    """Whether peft wraps the model (its weights are saved merged)."""
+    return hasattr(model, "merge_and_unload")
+
+
+def gradual_unfreezing(model: torch.nn.Module) -> Callable[[int], None]:
+    """ULMFiT's schedule, as a function of the epoch (0-based), over what the strategy made trainable.
+
+    Epoch 0 trains the head; epoch e also the top e blocks, with what sits above them (pooler,
+    final norm) from epoch 1; the embeddings open once every block is open.
+    """
+    lay = layout(model)
+    allowed = {name for name, p in model.named_parameters() if p.requires_grad}
+    params = dict(model.named_parameters())
+
+    def open_for(epoch: int) -> None:
+        lowest = len(lay.blocks) - epoch
+        for name in allowed:
+            group = lay.group(name)
+            index = lay.block_index(name)
+            params[name].requires_grad_(
+                group == "head"
+                or (group == "backbone" and epoch >= 1)
+                or (index is not None and index >= lowest)
+                or (group == "embeddings" and epoch > len(lay.blocks))
+            )
+
+    return open_for

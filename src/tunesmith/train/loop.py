@@ -81,6 +81,8 @@ class Hooks:
     """The signal number when SIGINT/SIGTERM asked the run to stop, else None."""
     regularizer: Callable[[], torch.Tensor] | None = None
     """A parameter penalty (L2-SP) added once per optimiser step, to the last micro-batch's loss."""
+    on_epoch: Callable[[int], None] | None = None
+    """Called as each epoch (0-based) starts or resumes: gradual unfreezing opens blocks here."""
 
 
 def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
@@ -108,6 +110,8 @@ def fit(
     window_start, last_save = time.perf_counter(), time.monotonic()
     model.train()
     for epoch in range(state.epoch_index, cfg.epochs):
+        if hooks.on_epoch:
+            hooks.on_epoch(epoch)
         batches = data.batches(epoch)
         # Under DDP each process takes every procs-th micro-batch; equal counts keep the all-reduce in step.
         mine = batches[rank : len(batches) - len(batches) % procs : procs]

@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.config import RunConfig
@@ -33,7 +33,7 @@ from tunesmith.losses import classification_loss, l2sp_penalty
 from tunesmith.metrics import evaluate_encoded
 from tunesmith.model.heads import head_parameter_names, with_head
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
-from tunesmith.model.strategies import apply_strategy, check_strategy
+from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_unfreezing, is_adapter
 from tunesmith.report import Reporter, console, parameter_drift, print_metrics
 from tunesmith.runs import RUN_FILE, RunInfo, abandon, begin, environment, finish, write_json
 from tunesmith.train import checkpoint
@@ -80,15 +80,16 @@ def bf16_supported() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def load_model(cfg: RunConfig, labels: LabelSpace) -> tuple[ModelSource, PreTrainedTokenizerBase, PreTrainedModel]:
-    """θ̂ with a seeded new task head, its tokenizer, and the strategy's choice of what trains."""
+def load_model(
+    cfg: RunConfig, labels: LabelSpace, strategy: bool = True
+) -> tuple[ModelSource, PreTrainedTokenizerBase, PreTrainedModel]:
+    """θ̂ with a seeded new task head, its tokenizer, and (unless strategy=False) what trains."""
     source = resolve(cfg.model.name)
     set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     random_init = cfg.strategy.init == "random"
     model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle, random_init)
-    apply_strategy(model, cfg.strategy)
-    return source, tokenizer, model
+    return source, tokenizer, apply_strategy(model, cfg.strategy) if strategy else model
 
 
 def l2sp_regularizer(model: PreTrainedModel, alpha: float) -> Callable[[], torch.Tensor]:
@@ -99,9 +100,30 @@ def l2sp_regularizer(model: PreTrainedModel, alpha: float) -> Callable[[], torch
     return lambda: l2sp_penalty(params, anchors, alpha)
 
 
+BEST_TRAINABLE = "best_trainable.safetensors"
+"""Under lora: the best adapter and head weights so far, in <output>.partial."""
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (adapters and head), detached copies."""
+    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_merged(model: torch.nn.Module, folder: Path, save_adapter: bool) -> None:
+    """Restore the best adapter, optionally save it alone, then save the merged plain transformers model."""
+    best = folder / BEST_TRAINABLE
+    if best.exists():
+        model.load_state_dict(load_file(str(best)), strict=False)
+        best.unlink()
+    with quiet_transformers():
+        if save_adapter:
+            model.save_pretrained(folder / "adapter")
+        model.merge_and_unload().save_pretrained(folder)
+
+
 def run_drift(cfg: RunConfig, labels: LabelSpace, folder: Path) -> dict[str, Any]:
     """Drift of the saved θ̃ from the starting point, rebuilt exactly (same seed, so the same initial head)."""
-    _, _, start = load_model(cfg, labels)
+    _, _, start = load_model(cfg, labels, strategy=False)  # the plain start; a LoRA run is saved merged
     return parameter_drift(start, load_file(str(folder / "model.safetensors")))
 
 
@@ -246,8 +268,12 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
     def save_best(state: FitState) -> None:
         best_metrics.clear()
         best_metrics.update(latest)
-        with quiet_transformers():
-            accelerator.unwrap_model(model).save_pretrained(partial)  # safetensors; replaces the previous best
+        unwrapped = accelerator.unwrap_model(model)
+        if is_adapter(unwrapped):  # keep only what trains; merged once, at the end
+            save_file(trainable_state(unwrapped), str(partial / BEST_TRAINABLE))
+        else:
+            with quiet_transformers():
+                unwrapped.save_pretrained(partial)  # safetensors; replaces the previous best
         write_json(partial / "best_eval.json", best_metrics)
 
     with Reporter(partial / "metrics.jsonl", cfg.quiet) as reporter, checkpoint.stop_on_signals() as stop:
@@ -258,7 +284,10 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
                 partial, state, accelerator.unwrap_model(model), optimizer, scheduler, cfg.train.keep_checkpoints
             )
 
-        hooks = Hooks(reporter, evaluate if data.eval else None, save_best, save_checkpoint, stop, regularizer)
+        unfreeze = gradual_unfreezing(model) if cfg.strategy.unfreeze == "gradual" else None
+        hooks = Hooks(
+            reporter, evaluate if data.eval else None, save_best, save_checkpoint, stop, regularizer, unfreeze
+        )
         try:
             state = fit(
                 model,
@@ -275,6 +304,8 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         except Interrupted as e:
             e.args = (f"{e}; checkpoint saved, continue with: tunesmith resume {partial.with_suffix('')}",)
             raise
+    if is_adapter(accelerator.unwrap_model(model)):
+        save_merged(accelerator.unwrap_model(model), partial, cfg.strategy.save_adapter)
     # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
     tokenizer.model_max_length = cfg.model.max_length
     tokenizer.save_pretrained(partial)
