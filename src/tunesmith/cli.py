@@ -211,6 +211,43 @@ def predict(
 
 
 @app.command()
+def compare(
+    data: Annotated[str, typer.Argument(help="Training file.")],
+    strategies: Annotated[
+        str, Opt(help="Comma-separated: full, head, top-K, bitfit, lora, l2sp, llrd, gradual, random-init.")
+    ] = "full,head,top-2,bitfit,lora,l2sp,random-init",
+    output: Annotated[Path, Opt("--output", "-o", help="Folder for one run per strategy and compare.md.")] = Path(
+        "runs/compare"
+    ),
+    test_data: Annotated[str | None, Opt(help="Labeled file every strategy is also scored on.")] = None,
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML run config shared by every strategy.")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Any config field: section.field=value.")] = None,
+    model: Annotated[str | None, Opt(help="Alias (minilm), local folder, or hub id.")] = None,
+    epochs: Annotated[int | None, Opt(help="Passes over the data.")] = None,
+    seed: Annotated[int | None, Opt(help="Random seed.")] = None,
+    overwrite: Annotated[bool, Opt(help="Reuse an existing output folder.")] = False,
+) -> None:
+    """Train the same data, seed and budget under several strategies and print one table."""
+    from tunesmith.compare import compare as run_compare
+    from tunesmith.compare import markdown
+    from tunesmith.config import RunConfig
+
+    cfg = RunConfig.from_yaml(config) if config else RunConfig()
+    flags = {
+        "data.train_data": data,
+        "model.name": model,
+        "train.epochs": epochs,
+        "train.seed": seed,
+        "overwrite": overwrite or None,
+    }
+    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag").override(set_ or [])
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    rows = run_compare(cfg, names, output, test_data)
+    print(markdown(rows, cfg))
+    print(f"saved {output / 'compare.json'} and {output / 'compare.md'}")
+
+
+@app.command()
 def drift(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")]) -> None:
     """How far each layer moved from θ̂ during fine-tuning (from drift.json, or recomputed from θ̂)."""
     from rich.console import Console

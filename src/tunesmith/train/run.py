@@ -233,6 +233,10 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         pad_id,
     )
     eval_ids = encode_texts(tokenizer, data.eval.texts, cfg.model.max_length) if data.eval else None
+    counts = {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
     optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
     regularizer = l2sp_regularizer(model, cfg.strategy.l2sp) if cfg.strategy.l2sp > 0 else None
     batches = len(train_set.batches(0)) // accelerator.num_processes
@@ -325,6 +329,7 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
             "sha256": weights_sha256(source),
         },
         "seed": cfg.train.seed,
+        "parameters": counts,
         "best": state.best,
         "skipped_steps": state.skipped,
         "train_seconds": round(seconds, 2),

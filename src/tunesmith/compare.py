@@ -1,0 +1,119 @@
+"""`tunesmith compare`: the same data, seed and budget under several strategies, in one table.
+
+Each strategy trains in its own process (so its peak memory and time are its own) through the
+ordinary `tunesmith train`; this module only builds their configs and reads their run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import ConfigError, TunesmithError
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "head": {"strategy.name": "head"},
+    "bitfit": {"strategy.name": "bitfit"},
+    "lora": {"strategy.name": "lora"},
+    "l2sp": {"strategy.l2sp": 0.01},
+    "llrd": {"train.layer_lr_decay": 0.8},
+    "gradual": {"strategy.unfreeze": "gradual"},
+    "random-init": {"strategy.init": "random"},
+}
+"""Short names for compare; top-K is also accepted (top-2: the top 2 blocks and the head)."""
+
+
+def variant(name: str) -> dict[str, Any]:
+    """Config fields that turn the base config into this strategy."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name.startswith("top-") and name[4:].isdigit():
+        return {"strategy.name": name}
+    raise ConfigError(f"compare: unknown strategy '{name}'; use {', '.join(VARIANTS)} or top-K")
+
+
+def compare(base: RunConfig, strategies: list[str], output: Path, test_data: str | None = None) -> list[dict[str, Any]]:
+    """Train base under each strategy into output/<name>; write compare.json and compare.md; return the rows."""
+    for name in strategies:
+        variant(name)  # every name is checked before hours of training
+    if output.exists() and any(output.iterdir()) and not base.overwrite:
+        raise ConfigError(f"{output}: already exists; pass --overwrite or choose another --output")
+    output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in strategies:
+        cfg = base.with_values({**variant(name), "output": str(output / name), "quiet": True})
+        rows.append(_train_one(name, cfg, test_data))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    (output / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (output / "compare.md").write_text(markdown(rows, base) + "\n")
+    return rows
+
+
+def _train_one(name: str, cfg: RunConfig, test_data: str | None) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(cfg.to_yaml())
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", "train", "--config", f.name], stderr=subprocess.PIPE, text=True
+    )
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the maximum over all children
+    seconds = time.perf_counter() - started
+    error = proc.stderr.read().strip() if proc.stderr else ""
+    Path(f.name).unlink()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise TunesmithError(f"compare: strategy {name} failed: {error.splitlines()[-1] if error else status}")
+    run = Path(cfg.output)
+    info = json.loads((run / "tunesmith.json").read_text())
+    drift = json.loads((run / "drift.json").read_text())
+    backbone = [v["relative"] for g, v in drift["groups"].items() if g != "head"]
+    row = {
+        "strategy": name,
+        "metric": cfg.eval.metric,
+        "eval": info["best"].get("value"),
+        "trainable_parameters": info["parameters"]["trainable"],
+        "total_parameters": info["parameters"]["total"],
+        "train_seconds": round(seconds, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "mean_backbone_drift": sum(backbone) / len(backbone) if backbone else 0.0,
+    }
+    if test_data:
+        from tunesmith.metrics import evaluate_run
+
+        test = evaluate_run(run, test_data)
+        row.update(test_accuracy=test["accuracy"], test_macro_f1=test["macro_f1"])
+    return row
+
+
+def markdown(rows: list[dict[str, Any]], base: RunConfig) -> str:
+    """The comparison as a Markdown table."""
+    test = "test_macro_f1" in rows[0]
+    head = [
+        "strategy",
+        f"eval {base.eval.metric}",
+        *(["test accuracy", "test macro-F1"] if test else []),
+        "trainable params",
+        "train time (s)",
+        "peak RSS (MiB)",
+        "mean backbone drift",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["strategy"], f"{r['eval']:.4f}" if r["eval"] is not None else "-"]
+        if test:
+            cells += [f"{r['test_accuracy']:.4f}", f"{r['test_macro_f1']:.4f}"]
+        cells += [
+            f"{r['trainable_parameters']:,}",
+            f"{r['train_seconds']:.0f}",
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['mean_backbone_drift']:.4f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
