@@ -31,5 +31,9 @@ def convert(source: Path, target: Path) -> int:
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    print(convert(TREC / "train_5500.label", out / "train.csv"), "train rows;",
-          convert(TREC / "TREC_10.label", out / "test.csv"), "test rows")
+    print(
+        convert(TREC / "train_5500.label", out / "train.csv"),
+        "train rows;",
+        convert(TREC / "TREC_10.label", out / "test.csv"),
+        "test rows",
+    )

@@ -287,16 +287,21 @@ def demo_data(
         print(path)
 
 
+def one_line(message: str) -> str:
+    """Escape what would break the line or the terminal (newlines, control characters from a file's bytes)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizer
     try:
         app()
     except Interrupted as e:
-        print(str(e), file=sys.stderr)
+        print(one_line(str(e)), file=sys.stderr)
         sys.exit(e.exit_code)
     except TunesmithError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

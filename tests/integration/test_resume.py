@@ -282,3 +282,13 @@ def test_time_based_checkpoints(small, tmp_path):
     assert launch(("loss", 12, "SIGKILL"), **args).returncode == -signal.SIGKILL
     kept = sorted(p.name for p in (tmp_path / "timed.partial" / "checkpoints").iterdir())
     assert kept == ["step-00000003", "step-00000004", "step-00000005"], "a checkpoint after every step, 3 kept"
+
+
+@pytest.mark.parametrize("extra", [{"strategy": "lora"}, {"unfreeze": "gradual", "l2sp": 0.1}], ids=["lora", "gradual"])
+def test_other_strategies_resume_to_identical_bytes(small, tmp_path, extra):
+    reference = tunesmith.finetune(**{**args_for(small, tmp_path / "ref"), **extra})
+    out = tmp_path / "killed"
+    assert launch(("loss", 20, "SIGKILL"), **{**args_for(small, out), **extra}).returncode == -signal.SIGKILL
+    done = launch(None, resume=True, **{**args_for(small, out), **extra})
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.safetensors").read_bytes() == (reference.path / "model.safetensors").read_bytes()

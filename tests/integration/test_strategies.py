@@ -233,15 +233,30 @@ def test_gradual_unfreezing_in_a_run_leaves_the_embeddings_at_theta_hat(tiny_mod
 
 def test_compare_trains_each_strategy_and_writes_one_table(tiny_model, tiny_data, tmp_path, cli):
     out = tmp_path / "cmp"
-    code, stdout, err = cli("compare", tiny_data["train_csv"], "--model", tiny_model, "--strategies",
-                            "full,head,top-1,random-init", "-o", out, "--epochs", "1", "--test-data",
-                            tiny_data["test_csv"])
+    code, stdout, err = cli(
+        "compare",
+        tiny_data["train_csv"],
+        "--model",
+        tiny_model,
+        "--strategies",
+        "full,head,top-1,random-init",
+        "-o",
+        out,
+        "--epochs",
+        "1",
+        "--test-data",
+        tiny_data["test_csv"],
+    )
     assert code == 0, err
     rows = json.loads((out / "compare.json").read_text())
     assert [r["strategy"] for r in rows] == ["full", "head", "top-1", "random-init"]
     by = {r["strategy"]: r for r in rows}
-    assert by["head"]["trainable_parameters"] < by["top-1"]["trainable_parameters"] < by["full"][
-        "trainable_parameters"] == by["full"]["total_parameters"]
+    assert (
+        by["head"]["trainable_parameters"]
+        < by["top-1"]["trainable_parameters"]
+        < by["full"]["trainable_parameters"]
+        == by["full"]["total_parameters"]
+    )
     assert by["head"]["mean_backbone_drift"] == 0.0 < by["full"]["mean_backbone_drift"]
     assert all(r["peak_rss_mib"] > 100 and r["train_seconds"] > 0 and 0 <= r["test_macro_f1"] <= 1 for r in rows)
     assert (out / "compare.md").read_text().startswith("| strategy | eval macro_f1 | test accuracy")
