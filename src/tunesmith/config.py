@@ -7,15 +7,13 @@ touches data or models.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tunesmith.config_parse import build, parse_value, suggest
 from tunesmith.errors import ConfigError
 
 
@@ -267,7 +265,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
         """Build from a nested dict; unknown keys and wrongly typed values raise ConfigError."""
-        return _build(cls, raw, where)
+        return build(cls, raw, where)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -292,7 +290,7 @@ class RunConfig:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--set {item}: expected section.field=value")
-            values[key.strip()] = _parse_value(value)
+            values[key.strip()] = parse_value(value)
         return self.with_values(values, where="--set")
 
     def with_values(self, values: dict[str, Any], where: str = "option") -> RunConfig:
@@ -309,7 +307,7 @@ class RunConfig:
                 if not isinstance(node, dict) or part not in node:
                     known = list(node) if isinstance(node, dict) else []
                     raise ConfigError(
-                        f"{where} {key}: unknown key '{'.'.join(parts[: depth + 1])}'" + _suggest(part, known)
+                        f"{where} {key}: unknown key '{'.'.join(parts[: depth + 1])}'" + suggest(part, known)
                     )
                 if depth == len(parts) - 1:
                     if isinstance(node[part], dict) and isinstance(value, dict):
@@ -332,70 +330,4 @@ class RunConfig:
         if hits:  # a name in several sections means the first: batch_size is train.batch_size, not eval's
             return hits[0]
         every = [f"{s}.{f}" for s, fields in raw.items() if isinstance(fields, dict) for f in fields]
-        raise ConfigError(f"{where} {name}: unknown option" + _suggest(name, [e.split(".")[1] for e in every]))
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean '{close[0]}'?" if close else (f" (known: {', '.join(known)})" if known else "")
-
-
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'" + _suggest(str(key), sorted(names)))
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{where}: {key}")
-        else:
-            kwargs[key] = _coerce(value, hint, f"{where}: {key}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a YAML value against a field's type; ints are accepted where floats are expected."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is list:
-        if isinstance(value, str):
-            value = [s.strip() for s in value.split(",") if s.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_coerce(v, item, where) for v in value]
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "3e-5" (no dot) as a string; users mean the number.
-            return float(value)
-        except ValueError:
-            pass
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if hint in (int, float, str, bool) and (type(value) is hint):
-        return value
-    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+        raise ConfigError(f"{where} {name}: unknown option" + suggest(name, [e.split(".")[1] for e in every]))
