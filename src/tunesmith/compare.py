@@ -58,16 +58,16 @@ def compare(base: RunConfig, strategies: list[str], output: Path, test_data: str
 
 
 def _train_one(name: str, cfg: RunConfig, test_data: str | None) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(cfg.to_yaml())
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith", "train", "--config", f.name], stderr=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the maximum over all children
-    seconds = time.perf_counter() - started
-    error = proc.stderr.read().strip() if proc.stderr else ""
-    Path(f.name).unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        config, log = Path(tmp) / "run.yaml", Path(tmp) / "stderr.log"
+        config.write_text(cfg.to_yaml())
+        started = time.perf_counter()
+        # stderr goes to a file, not a pipe: a chatty child could fill a pipe nobody reads while we wait.
+        with log.open("w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", "--config", str(config)], stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the maximum over all children
+        seconds = time.perf_counter() - started
+        error = log.read_text().strip()
     if os.waitstatus_to_exitcode(status) != 0:
         raise TunesmithError(f"compare: strategy {name} failed: {error.splitlines()[-1] if error else status}")
     run = Path(cfg.output)

@@ -259,11 +259,8 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
             f"{total} steps on {accelerator.device}"
         )
     latest: dict[str, Any] = {}
-    best_metrics: dict[str, Any] = (
-        dict(json.loads((partial / "best_eval.json").read_text()))
-        if state and (partial / "best_eval.json").exists()
-        else {}
-    )
+    best_file = partial / "best_eval.json"  # a resumed run starts from the best metrics saved so far
+    best_metrics: dict[str, Any] = json.loads(best_file.read_text()) if state and best_file.exists() else {}
 
     def evaluate() -> dict[str, Any]:
         latest.update(evaluate_encoded(model, eval_ids, data.eval_ids, data.labels, cfg.eval.batch_size, pad_id))
@@ -278,7 +275,7 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         else:
             with quiet_transformers():
                 unwrapped.save_pretrained(partial)  # safetensors; replaces the previous best
-        write_json(partial / "best_eval.json", best_metrics)
+        write_json(best_file, best_metrics)
 
     with Reporter(partial / "metrics.jsonl", cfg.quiet) as reporter, checkpoint.stop_on_signals() as stop:
 
@@ -314,7 +311,7 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
     tokenizer.model_max_length = cfg.model.max_length
     tokenizer.save_pretrained(partial)
     write_json(partial / "drift.json", run_drift(cfg, data.labels, partial))
-    (partial / "best_eval.json").unlink(missing_ok=True)
+    best_file.unlink(missing_ok=True)
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
     seconds = time.perf_counter() - started
