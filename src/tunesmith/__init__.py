@@ -36,14 +36,30 @@ def finetune(
 
 
 def load(path: str | Path, batch_size: int = 64):
-    """A Predictor for a run folder: ``load("runs/support").predict(["I was charged twice"])``."""
+    """A Predictor for a classification run folder: ``load("runs/support").predict(["I was charged twice"])``;
+    a Generator for a generate run: ``load("runs/triage").generate(["Summarise: ..."])``.
+    """
+    from tunesmith.runs import read_run
+
+    if read_run(path).task == "generate":
+        from tunesmith.generation import Generator
+
+        return Generator.from_run(path, min(batch_size, 32))
     from tunesmith.predict import Predictor
 
     return Predictor.from_run(path, batch_size)
 
 
 def evaluate(run: str | Path, data: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Metrics of a run folder's model on a labeled file (see tunesmith.metrics.evaluate_run)."""
+    """Metrics of a run folder's model on a labeled file (tunesmith.metrics.evaluate_run for classification,
+    Generator.evaluate_file for generate: held-out loss, perplexity and generation metrics).
+    """
+    from tunesmith.runs import read_run
+
+    if read_run(run).task == "generate":
+        from tunesmith.generation import Generator
+
+        return Generator.from_run(run).evaluate_file(str(data), **kwargs)
     from tunesmith.metrics import evaluate_run
 
     return evaluate_run(run, data, **kwargs)

@@ -32,20 +32,36 @@ def train(
     ] = None,
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML run config; flags and --set override it.")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="Any config field: section.field=value (repeatable).")] = None,
-    model: Annotated[str | None, Opt(help="Alias (minilm), local folder, or hub id.")] = None,
+    model: Annotated[
+        str | None, Opt(help="Alias (minilm, smollm2), local folder, .gguf file, or hub id (default by task).")
+    ] = None,
     output: Annotated[str | None, Opt("--output", "-o", help="Run folder to write.")] = None,
+    task: Annotated[
+        str | None, Opt(help="classification or generate (default: from the columns: messages or prompt/response).")
+    ] = None,
     eval_data: Annotated[str | None, Opt(help="Evaluation file; else --eval-split of DATA is held out.")] = None,
     eval_split: Annotated[float | None, Opt(help="Fraction of DATA held out for evaluation (default 0.1).")] = None,
     text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
     labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
+    prompt_column: Annotated[str | None, Opt(help="generate: prompt column (found by name when unset).")] = None,
+    response_column: Annotated[str | None, Opt(help="generate: response column (found by name when unset).")] = None,
+    template: Annotated[str | None, Opt(help="generate: auto (default), chat (the tokenizer's) or plain.")] = None,
+    packing: Annotated[bool, Opt(help="generate: pack samples into full rows, no attention across them.")] = False,
+    answer_pattern: Annotated[
+        str | None, Opt(help="generate: regex whose group 1 is the answer for exact match, e.g. '#### (.+)'.")
+    ] = None,
+    max_new_tokens: Annotated[int | None, Opt(help="generate: most tokens generated per eval sample.")] = None,
+    generate_samples: Annotated[
+        int | None, Opt(help="generate: eval samples generated for, before and after (default 100).")
+    ] = None,
     encoding: Annotated[str | None, Opt(help="Encoding of text files (default utf-8).")] = None,
     epochs: Annotated[int | None, Opt(help="Passes over the data (default 3).")] = None,
     batch_size: Annotated[int | None, Opt(help="Samples per micro-batch (default 16).")] = None,
     lr: Annotated[float | None, Opt(help="Peak learning rate (default 5e-5).")] = None,
     seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
     max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
-    precision: Annotated[str | None, Opt(help="fp32 or bf16.")] = None,
+    precision: Annotated[str | None, Opt(help="fp32, bf16 (autocast) or auto (bf16 where supported).")] = None,
     strategy: Annotated[str | None, Opt(help="full (default), head, top-K (e.g. top-2), bitfit, lora.")] = None,
     train_layers: Annotated[int | None, Opt(help="Blocks from the top that train under top-k.")] = None,
     init: Annotated[str | None, Opt(help="pretrained (default), or random: the ablation without θ̂.")] = None,
@@ -83,6 +99,14 @@ def train(
         "data.text_column": text_column,
         "data.label_column": label_column,
         "data.labels": labels,
+        "task.type": task,
+        "data.prompt_column": prompt_column,
+        "data.response_column": response_column,
+        "task.template": template,
+        "train.packing": packing or None,
+        "eval.answer_pattern": answer_pattern,
+        "eval.max_new_tokens": max_new_tokens,
+        "eval.generate_samples": generate_samples,
         "data.encoding": encoding,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
@@ -144,13 +168,22 @@ def check(
     labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
 ) -> None:
-    """Validate a data file exactly as train does, without loading a model: columns, rows, labels."""
+    """Validate a data file exactly as train does, without loading a model: columns, rows, labels (or conversations)."""
     from collections import Counter
 
     from tunesmith.config import DataConfig
+    from tunesmith.data.readers import iter_tables
+    from tunesmith.data.sft import is_generation_table, load_sft
     from tunesmith.data.validate import load_labeled
 
-    cfg = DataConfig(data, eval_data, 0.0, text_column, label_column, labels, encoding)
+    cfg = DataConfig(data, eval_data, 0.0, text_column, label_column, labels=labels, encoding=encoding)
+    first = next(iter_tables(data, encoding, chunk_rows=64), None)
+    if first is not None and is_generation_table(first):
+        sft = load_sft(cfg, seed=0)
+        print(f"{data}: {len(sft.train)} conversations for generate; columns {sft.train.columns}")
+        if sft.eval is not None:
+            print(f"{eval_data}: {len(sft.eval)} conversations")
+        return
     found = load_labeled(cfg, seed=0)
     counts = Counter(found.train.labels)
     print(
@@ -171,14 +204,35 @@ def evaluate(
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
     batch_size: Annotated[int, Opt(help="Texts per batch.")] = 64,
     output: Annotated[Path | None, Opt("--output", "-o", help="Also write the metrics as JSON here.")] = None,
+    prompt_column: Annotated[str | None, Opt(help="generate: prompt column (found by name when unset).")] = None,
+    response_column: Annotated[str | None, Opt(help="generate: response column (found by name when unset).")] = None,
+    answer_pattern: Annotated[str | None, Opt(help="generate: regex whose group 1 is the answer.")] = None,
+    max_new_tokens: Annotated[int, Opt(help="generate: most tokens per reply.")] = 256,
+    generate_samples: Annotated[int | None, Opt(help="generate: generate for only the first N rows.")] = None,
 ) -> None:
-    """Score a run folder's model on a labeled file: per-class table, macro-F1, confusion matrix."""
+    """Score a run on a labeled file: classification per class (macro-F1, confusion); generate by loss and replies."""
     from rich.console import Console
 
     from tunesmith.metrics import evaluate_run
     from tunesmith.report import print_metrics
-    from tunesmith.runs import write_json
+    from tunesmith.runs import read_run, write_json
 
+    if read_run(run_dir).task == "generate":
+        from tunesmith.config import EvalConfig
+        from tunesmith.generation import Generator
+
+        EvalConfig(answer_pattern=answer_pattern, max_new_tokens=max_new_tokens)  # checks the regex and the count
+        gen = Generator.from_run(run_dir, min(batch_size, 32))
+        metrics = gen.evaluate_file(
+            data, prompt_column, response_column, encoding, answer_pattern, max_new_tokens, generate_samples
+        )
+        shown = ["loss", "perplexity", "exact_match", "token_f1", "rouge_l", "json_valid"]
+        print("  ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics) + f"  ({metrics['n']} generated)")
+        for key, value in metrics.get("json_fields", {}).items():
+            print(f"  JSON field {key} correct: {value:.4f}")
+        if output:
+            write_json(output, metrics)
+        return
     metrics = evaluate_run(run_dir, data, text_column, label_column, encoding, batch_size)
     print_metrics(metrics, f"{data} ({metrics['n']} rows)", Console())
     print(f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
@@ -200,14 +254,43 @@ def predict(
     format_: Annotated[
         str | None, Opt("--format", help="csv or jsonl (default: from the output name; jsonl on stdout).")
     ] = None,
+    prompt_column: Annotated[str | None, Opt(help="generate: prompt column (found by name when unset).")] = None,
+    max_new_tokens: Annotated[int, Opt(help="generate: most tokens per reply.")] = 256,
+    temperature: Annotated[float, Opt(help="generate: 0 is greedy (default); above 0 samples.")] = 0.0,
+    top_p: Annotated[float, Opt(help="generate: nucleus sampling mass (with --temperature).")] = 1.0,
+    seed: Annotated[int, Opt(help="generate: seed of sampling.")] = 0,
 ) -> None:
-    """Label texts with a run folder's model."""
-    from tunesmith.predict import Predictor
+    """Label texts with a classification run, or reply to prompts with a generate run (JSONL, input order)."""
     from tunesmith.report import console
+    from tunesmith.runs import read_run
+
+    if read_run(run_dir).task == "generate":
+        from tunesmith.generation import Generator
+
+        gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+        n = Generator.from_run(run_dir, min(batch_size, 32)).predict_file(data, output, prompt_column, encoding, **gen)
+        if output not in (None, "-"):
+            console.print(f"wrote {n} replies to {output}")
+        return
+    from tunesmith.predict import Predictor
 
     n = Predictor.from_run(run_dir, batch_size).predict_file(data, output, top_k, text_column, encoding, format_)
     if output not in (None, "-"):
         console.print(f"wrote {n} predictions to {output}")
+
+
+@app.command()
+def chat(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder of a generate run.")],
+    max_new_tokens: Annotated[int, Opt(help="Most tokens per reply.")] = 256,
+    temperature: Annotated[float, Opt(help="0 is greedy (default); above 0 samples.")] = 0.0,
+    top_p: Annotated[float, Opt(help="Nucleus sampling mass (with --temperature).")] = 1.0,
+    seed: Annotated[int, Opt(help="Seed of sampling.")] = 0,
+) -> None:
+    """Talk to a fine-tuned causal LM in the terminal, for a quick look."""
+    from tunesmith.generation import Generator
+
+    Generator.from_run(run_dir, 1).chat(max_new_tokens, temperature, top_p, seed)
 
 
 @app.command()
@@ -241,6 +324,9 @@ def compare(
         "overwrite": overwrite or None,
     }
     cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag").override(set_ or [])
+    from tunesmith.train.tasks import detect_task
+
+    cfg = detect_task(cfg)  # the table names the metric, a default that depends on the task
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     rows = run_compare(cfg, names, output, test_data)
     print(markdown(rows, cfg))

@@ -42,6 +42,11 @@ def variant(name: str) -> dict[str, Any]:
 
 def compare(base: RunConfig, strategies: list[str], output: Path, test_data: str | None = None) -> list[dict[str, Any]]:
     """Train base under each strategy into output/<name>; write compare.json and compare.md; return the rows."""
+    from tunesmith.train.tasks import detect_task
+
+    base = detect_task(base)
+    if base.task.type != "classification":
+        raise ConfigError("compare: only classification runs can be compared so far")
     for name in strategies:
         variant(name)  # every name is checked before hours of training
     if output.exists() and any(output.iterdir()) and not base.overwrite:

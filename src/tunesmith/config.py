@@ -31,6 +31,11 @@ class DataConfig:
     """Column holding the text; found by name (text, sentence, content, body, ...) when unset."""
     label_column: str | None = None
     """Column holding the label; found by name (label, labels, category, class, target) when unset."""
+    prompt_column: str | None = None
+    """generate: column holding the prompt; found by name (prompt, instruction (+ input), question, input)
+    when unset."""
+    response_column: str | None = None
+    """generate: column holding the gold response; found by name (response, completion, output, answer) when unset."""
     labels: list[str] | None = None
     """Label names in the order of their ids; sorted labels of the training data when unset."""
     encoding: str = "utf-8"
@@ -47,17 +52,19 @@ class DataConfig:
 class ModelConfig:
     """θ̂: which pretrained model, and how its inputs are shaped."""
 
-    name: str = "minilm"
-    """Alias of a packaged model (minilm), a local transformers folder, or a hub id."""
-    max_length: int = 128
-    """Longer texts are truncated to this many tokens (special tokens included)."""
+    name: str | None = None
+    """Alias of a packaged model (minilm, smollm2), a local transformers folder, a .gguf file, or a hub id;
+    minilm for classification and smollm2 for generate when unset."""
+    max_length: int | None = None
+    """Longer texts are truncated to this many tokens (special tokens included); 128 for classification and
+    512 for generate when unset."""
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code; off, since that code runs on your machine."""
     allow_pickle: bool = False
     """Allow pickle weights (.bin/.pt) when a model has no safetensors; even then torch.load(weights_only=True)."""
 
     def __post_init__(self) -> None:
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"model.max_length must be at least 8, got {self.max_length}")
 
 
@@ -65,12 +72,19 @@ class ModelConfig:
 class TaskConfig:
     """F_θ: the task head put on the pretrained network."""
 
-    type: str = "classification"
-    """Task: classification (one label per text)."""
+    type: str = "auto"
+    """classification (one label per text) or generate (supervised fine-tuning of a causal LM on
+    prompt/response pairs or chat records); auto: generate when the columns are messages or a
+    prompt/response pair, else classification."""
+    template: str = "auto"
+    """generate: how conversations become text: chat (the tokenizer's chat template), plain (Alpaca's
+    "### Instruction: / ### Response:" blocks) or auto (chat when the tokenizer has a template)."""
 
     def __post_init__(self) -> None:
-        if self.type != "classification":
-            raise ConfigError(f"task.type '{self.type}' is not available yet; use 'classification'")
+        if self.type not in ("auto", "classification", "generate"):
+            raise ConfigError(f"task.type must be auto, classification or generate, got '{self.type}'")
+        if self.template not in ("auto", "chat", "plain"):
+            raise ConfigError(f"task.template must be auto, chat or plain, got '{self.template}'")
 
 
 @dataclass
@@ -147,7 +161,7 @@ class TrainConfig:
     seed: int = 42
     """Seeds the head's initialisation, dropout, the eval split and the data order."""
     precision: str = "fp32"
-    """fp32, or bf16 autocast where the hardware supports it."""
+    """fp32; bf16 (autocast, an error where the hardware lacks it); or auto (bf16 where supported, else fp32)."""
     log_every: int = 10
     """Optimiser steps between entries of metrics.jsonl."""
     group_window: int = 50
@@ -160,6 +174,9 @@ class TrainConfig:
     """How many of the newest checkpoints to keep while the run is in progress."""
     on_nonfinite: str = "stop"
     """A NaN or infinite loss or gradient: stop (keeping the last good checkpoint), or skip the step."""
+    packing: bool = False
+    """generate: concatenate samples into rows of model.max_length (batch_size rows per micro-batch), each
+    sample attending only to itself; no compute is spent on padding."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -177,7 +194,10 @@ class TrainConfig:
                 self.schedule in ("linear", "cosine", "constant"),
                 f"train.schedule must be linear, cosine or constant, got '{self.schedule}'",
             ),
-            (self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, got '{self.precision}'"),
+            (
+                self.precision in ("fp32", "bf16", "auto"),
+                f"train.precision must be fp32, bf16 or auto, got '{self.precision}'",
+            ),
             (self.log_every >= 1, f"train.log_every must be at least 1, got {self.log_every}"),
             (self.group_window >= 1, f"train.group_window must be at least 1, got {self.group_window}"),
             (
@@ -205,16 +225,36 @@ class EvalConfig:
 
     every_steps: int | None = None
     """Evaluate every this many optimiser steps; at the end of every epoch when unset."""
-    metric: str = "macro_f1"
-    """Metric that picks the best checkpoint: macro_f1, weighted_f1, accuracy or loss (lower is better)."""
+    metric: str | None = None
+    """Metric that picks the best checkpoint: macro_f1 (the default), weighted_f1, accuracy or loss for
+    classification; loss (the default) or perplexity for generate (lower is better)."""
     patience: int | None = None
     """Stop after this many evaluations without improvement; never when unset."""
     batch_size: int = 64
     """Samples per batch when evaluating and predicting."""
+    generate_samples: int = 100
+    """generate: evaluation samples the model generates for, before and after training (0: none);
+    held-out loss and perplexity always use every evaluation sample."""
+    max_new_tokens: int = 256
+    """generate: the most tokens generated per evaluation sample."""
+    answer_pattern: str | None = None
+    """generate: a regex whose first group (else whole match) is the answer compared by exact match,
+    e.g. '#### (.+)' for worked maths answers; the whole stripped reply when unset."""
 
     def __post_init__(self) -> None:
-        if self.metric not in ("macro_f1", "weighted_f1", "accuracy", "loss"):
-            raise ConfigError(f"eval.metric must be macro_f1, weighted_f1, accuracy or loss, got '{self.metric}'")
+        if self.metric not in (None, "macro_f1", "weighted_f1", "accuracy", "loss", "perplexity"):
+            raise ConfigError(
+                f"eval.metric must be macro_f1, weighted_f1, accuracy, loss or perplexity, got '{self.metric}'"
+            )
+        if self.generate_samples < 0 or self.max_new_tokens < 1:
+            raise ConfigError("eval.generate_samples must be at least 0 and eval.max_new_tokens at least 1")
+        if self.answer_pattern is not None:
+            import re
+
+            try:
+                re.compile(self.answer_pattern)
+            except re.error as e:
+                raise ConfigError(f"eval.answer_pattern {self.answer_pattern!r} is not a regex: {e}") from None
         if self.every_steps is not None and self.every_steps < 1:
             raise ConfigError(f"eval.every_steps must be at least 1, got {self.every_steps}")
         if self.patience is not None and self.patience < 1:
@@ -224,7 +264,14 @@ class EvalConfig:
         """Whether ``new`` improves on ``old`` for the chosen metric."""
         if old is None:
             return True
-        return new < old if self.metric == "loss" else new > old
+        return new < old if self.metric in ("loss", "perplexity") else new > old
+
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {"model.name": "minilm", "model.max_length": 128, "eval.metric": "macro_f1"},
+    "generate": {"model.name": "smollm2", "model.max_length": 512, "eval.metric": "loss"},
+}
+"""Defaults that depend on the task, filled in once the task is known (RunConfig.for_task)."""
 
 
 @dataclass
@@ -253,6 +300,23 @@ class RunConfig:
     """Continue an interrupted run from the newest checkpoint in <output>.partial."""
     force: bool = False
     """Resume even when the data or the config differ from the interrupted run's."""
+
+    def for_task(self, task: str) -> RunConfig:
+        """A copy with task.type set and every default that depends on the task filled in."""
+        values = {"task.type": task}
+        for key, default in TASK_DEFAULTS[task].items():
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) is None:
+                values[key] = default
+        cfg = self.with_values(values, where="config")
+        allowed = ("loss", "perplexity") if task == "generate" else ("macro_f1", "weighted_f1", "accuracy", "loss")
+        if cfg.eval.metric not in allowed:
+            raise ConfigError(
+                f"eval.metric {cfg.eval.metric} does not apply to {task}; use one of: {', '.join(allowed)}"
+            )
+        if task == "classification" and (cfg.train.packing):
+            raise ConfigError("--packing applies to generate only")
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as written to YAML and tunesmith.json."""

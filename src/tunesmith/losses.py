@@ -21,6 +21,16 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.float(), labels, reduction="sum")
 
 
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed −log Pr(y_t | x, y_<t) over target tokens, in fp32 even under bf16 autocast.
+
+    ``labels[:, j]`` is the token the logits at position j predict (the batches shift them, see
+    data/tokens.py); IGNORE (-100) on prompt, template and padding positions, so only targets,
+    EOS included, are scored. The sum, not the mean: step_scale divides by the step's target tokens.
+    """
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
+
+
 def step_scale(items_in_step: int, num_processes: int = 1) -> float:
     """Factor turning a process's summed loss into its share of the step's mean loss.
 

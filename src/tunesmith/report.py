@@ -74,10 +74,13 @@ class Reporter:
                 parts.append(f"loss {self.last['loss']:.4f}")
             if "lr" in self.last:
                 parts.append(f"lr {self.last['lr']:.2e}")
-            if "samples_per_s" in self.last:
-                parts.append(f"{self.last['samples_per_s']:.1f} samples/s")
+            for unit in ("samples", "target_tokens"):
+                if f"{unit}_per_s" in self.last:
+                    parts.append(f"{self.last[f'{unit}_per_s']:.1f} {unit.replace('_', ' ')}/s")
             if "eval_macro_f1" in self.last:
                 parts.append(f"eval macro-F1 {self.last['eval_macro_f1']:.4f}")
+            if "eval_perplexity" in self.last:
+                parts.append(f"eval perplexity {self.last['eval_perplexity']:.3f}")
             self.progress.update(self.task, info=" · ".join(parts))
 
 
@@ -116,6 +119,36 @@ def print_metrics(metrics: dict[str, Any], title: str, out: Console | None = Non
     out = out or console
     out.print(metrics_table(metrics, title))
     out.print(confusion_table(metrics))
+
+
+GENERATION_ROWS = (
+    ("loss", "held-out loss (per target token)"),
+    ("perplexity", "perplexity"),
+    ("exact_match", "exact match"),
+    ("token_f1", "token F1"),
+    ("rouge_l", "ROUGE-L"),
+    ("json_valid", "valid JSON"),
+)
+
+
+def generation_table(before: dict[str, Any], after: dict[str, Any]) -> Table:
+    """θ̂ against θ̃ on the evaluation set: what fine-tuning changed."""
+    table = Table(title=f"evaluation set: pretrained vs fine-tuned (generation on {after.get('n', 0)} samples)")
+    for column in ("metric", "pretrained θ̂", "fine-tuned θ̃", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    rows = [(key, name) for key, name in GENERATION_ROWS if key in after]
+    rows += [(f"json_fields.{k}", f"JSON field {k} correct") for k in after.get("json_fields", {})]
+
+    def get(metrics: dict[str, Any], key: str) -> float | None:
+        for part in key.split("."):
+            metrics = metrics.get(part) if isinstance(metrics, dict) else None
+        return metrics if isinstance(metrics, (int, float)) else None
+
+    for key, name in rows:
+        old, new = get(before, key), get(after, key)
+        change = f"{new - old:+.4f}" if old is not None and new is not None else ""
+        table.add_row(name, "" if old is None else f"{old:.4f}", "" if new is None else f"{new:.4f}", change)
+    return table
 
 
 def parameter_drift(start: torch.nn.Module, finetuned: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -97,7 +97,8 @@ class RunInfo:
 
     path: Path
     task: str
-    labels: LabelSpace
+    labels: LabelSpace | None
+    """None for generate."""
     config: dict[str, Any]
     raw: dict[str, Any]
 
@@ -126,7 +127,9 @@ def read_run(path: str | Path) -> RunInfo:
         raise ModelError(f"{path}: {what}")
     try:
         raw = json.loads(file.read_text())
-        return RunInfo(path, raw["task"], LabelSpace.from_dict(raw["labels"]), raw["config"], raw)
+        return RunInfo(
+            path, raw["task"], LabelSpace.from_dict(raw["labels"]) if raw.get("labels") else None, raw["config"], raw
+        )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ModelError(f"{file}: unreadable ({e})") from None
 

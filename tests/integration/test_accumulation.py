@@ -25,6 +25,9 @@ class FixedBatches:
     def collate(self, rows):
         return collate([self.ids[i] for i in rows], 0, [self.labels[i] for i in rows])
 
+    def items(self, rows):
+        return len(rows)
+
 
 class NoReport:
     def advance(self, step, total):

@@ -29,7 +29,7 @@ OPTIONS = dict(
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import tunesmith
-    import tunesmith.train.run as run
+    import tunesmith.train.tasks as tasks
 
     args = json.loads(sys.argv[1])
     kill = args.pop("kill")
@@ -43,8 +43,10 @@ SCRIPT = textwrap.dedent("""
             return fn(*a, **k)
         return wrapper
 
-    run.classification_loss = killing("loss", run.classification_loss)
-    run.evaluate_encoded = killing("eval", run.evaluate_encoded)
+    tasks.classification_loss = killing("loss", tasks.classification_loss)
+    tasks.evaluate_encoded = killing("eval", tasks.evaluate_encoded)
+    tasks.causal_lm_loss = killing("loss", tasks.causal_lm_loss)
+    tasks.lm_loss = killing("eval", tasks.lm_loss)
     argv = args.pop("argv", None)
     if args.pop("resume_cmd", False):
         argv = ["resume", args["output"], "-q"]
@@ -195,16 +197,16 @@ def test_interrupted_run_blocks_a_fresh_start_and_checkpoints_are_pruned(small, 
 
 
 def nan_at(monkeypatch, call):
-    import tunesmith.train.run as run
+    import tunesmith.train.tasks as tasks
 
-    real, calls = run.classification_loss, {"n": 0}
+    real, calls = tasks.classification_loss, {"n": 0}
 
     def loss(logits, labels):
         calls["n"] += 1
         value = real(logits, labels)
         return value * float("nan") if calls["n"] == call else value
 
-    monkeypatch.setattr(run, "classification_loss", loss)
+    monkeypatch.setattr(tasks, "classification_loss", loss)
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(small, tmp_path, monkeypatch):
@@ -282,6 +284,36 @@ def test_time_based_checkpoints(small, tmp_path):
     assert launch(("loss", 12, "SIGKILL"), **args).returncode == -signal.SIGKILL
     kept = sorted(p.name for p in (tmp_path / "timed.partial" / "checkpoints").iterdir())
     assert kept == ["step-00000003", "step-00000004", "step-00000005"], "a checkpoint after every step, 3 kept"
+
+
+def test_generate_run_killed_mid_step_resumes_to_identical_bytes(tiny_llama, tmp_path):
+    from conftest import make_pairs, write_rows
+
+    data = write_rows(tmp_path / "pairs.jsonl", make_pairs(48, seed=4))
+    args = dict(
+        train_data=str(data),
+        model=tiny_llama,
+        epochs=2,
+        batch_size=4,
+        grad_accum=2,
+        lr=5e-3,
+        save_every=2,
+        every_steps=3,
+        packing=True,
+        max_length=96,
+        quiet=True,
+        generate_samples=4,
+        max_new_tokens=6,
+    )
+    reference = tunesmith.finetune(**args, output=str(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert launch(("loss", 7, "SIGKILL"), **args, output=str(out)).returncode == -signal.SIGKILL
+    assert launch(("eval", 3, "SIGKILL"), resume=True, **args, output=str(out)).returncode == -signal.SIGKILL
+    done = launch(None, resume=True, **args, output=str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.safetensors").read_bytes() == (reference.path / "model.safetensors").read_bytes()
+    ours, theirs = (json.loads((p / "eval.json").read_text()) for p in (out, reference.path))
+    assert ours["before"] == theirs["before"] and ours["loss"] == theirs["loss"]
 
 
 @pytest.mark.parametrize("extra", [{"strategy": "lora"}, {"unfreeze": "gradual", "l2sp": 0.1}], ids=["lora", "gradual"])

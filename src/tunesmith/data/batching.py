@@ -66,6 +66,10 @@ class EncodedSet:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return grouped_batches(self.lengths, self.batch_size, self.window, generator)
 
+    def items(self, rows: list[int]) -> int:
+        """Samples in these rows: the classification loss is a mean over samples."""
+        return len(rows)
+
     def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
         """Padded tensors with labels for these rows."""
         return collate([self.ids[i] for i in rows], self.pad_id, [self.labels[i] for i in rows])

@@ -6,28 +6,34 @@ everything else. We never guess the head from module names.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ModelError
 from tunesmith.model.pretrained import ModelSource, check_weights, load_errors, quiet_transformers
 
-TASK_MODELS = {"classification": AutoModelForSequenceClassification}
+TASK_MODELS = {"classification": AutoModelForSequenceClassification, "generate": AutoModelForCausalLM}
 
 
 def with_head(
     source: ModelSource,
     task: str,
-    labels: LabelSpace,
+    labels: LabelSpace | None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     random_init: bool = False,
 ) -> PreTrainedModel:
     """θ̂ plus a freshly initialised task head sized for the label space (seeded by the caller).
 
-    With random_init, the same architecture and head start from random weights instead of θ̂.
+    A causal LM (task generate) keeps its own LM head: nothing new is added. With random_init,
+    the same architecture and head start from random weights instead of θ̂.
     """
+    if task == "generate":
+        return causal_lm(source, trust_remote_code, allow_pickle, random_init)
+    assert labels is not None
     labeled = {
         "num_labels": len(labels),
         "id2label": labels.id2label,
@@ -49,15 +55,57 @@ def with_head(
         )
 
 
-def load_finetuned(folder: str, task: str, labels: LabelSpace) -> PreTrainedModel:
+def causal_lm(
+    source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False, random_init: bool = False
+) -> PreTrainedModel:
+    """A causal LM from a folder, hub id or GGUF file, as a plain fp32 transformers model.
+
+    A GGUF-born model is rebuilt from its config (without the quantization entry) and given the
+    de-quantised weights: transformers refuses to save_pretrained a model it still marks as GGUF.
+    """
+    check_weights(source, allow_pickle)
+    with load_errors(source), quiet_transformers():
+        if random_init:
+            config = AutoConfig.from_pretrained(
+                source.location, trust_remote_code=trust_remote_code, **source.load_kwargs()
+            )
+            config.__dict__.pop("quantization_config", None)
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.location,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle or source.gguf_file else True,
+            weights_only=True,
+            dtype=torch.float32,  # train in fp32 master weights; bf16 is autocast's job
+            **source.load_kwargs(),
+        )
+        if not source.gguf_file:
+            return model
+        config = model.config
+        config.__dict__.pop("quantization_config", None)
+        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        plain.load_state_dict(model.state_dict())
+        plain.generation_config = model.generation_config
+        return plain
+
+
+def load_finetuned(folder: str, task: str, labels: LabelSpace | None) -> PreTrainedModel:
     """θ̃ from a run folder; its label map must match the one tunesmith saved."""
     source = ModelSource(folder, folder, "local")
     with load_errors(source), quiet_transformers():
         model = TASK_MODELS[task].from_pretrained(folder, use_safetensors=True)
+    if labels is None:
+        return model
     saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if saved != list(labels.names):
         raise ModelError(f"{folder}: config.json labels {saved} differ from tunesmith.json labels {list(labels.names)}")
     return model
+
+
+def takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM's forward accepts logits_to_keep (transformers' LMs do; remote code may not)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def head_parameter_names(model: torch.nn.Module) -> set[str]:

@@ -23,7 +23,7 @@ def describe(name: str) -> Table:
     config = load_config(source)
     tokenizer = load_tokenizer(source)
     with load_errors(source), quiet_transformers():
-        model = AutoModel.from_pretrained(source.location)
+        model = AutoModel.from_pretrained(source.location, **source.load_kwargs())
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     emb = embedding_parameters(model)

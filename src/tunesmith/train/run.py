@@ -7,6 +7,7 @@ when complete; a failed run leaves nothing behind unless a checkpoint makes it r
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -24,13 +25,11 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.config import RunConfig
-from tunesmith.data.batching import EncodedSet
-from tunesmith.data.encode import encode_texts
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.validate import LabeledData, load_labeled, sha256_of
+from tunesmith.data.sft import SFTData
+from tunesmith.data.validate import LabeledData, sha256_of
 from tunesmith.errors import ConfigError, DiskError, Interrupted, ModelError, TunesmithError
-from tunesmith.losses import classification_loss, l2sp_penalty
-from tunesmith.metrics import evaluate_encoded
+from tunesmith.losses import l2sp_penalty
 from tunesmith.model.heads import head_parameter_names, with_head
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_unfreezing, is_adapter
@@ -39,6 +38,7 @@ from tunesmith.runs import RUN_FILE, RunInfo, abandon, begin, environment, finis
 from tunesmith.train import checkpoint
 from tunesmith.train.loop import FitState, Hooks, fit, steps_per_epoch
 from tunesmith.train.optim import build_optimizer, build_scheduler
+from tunesmith.train.tasks import BASELINE, RECIPES, after_training, baseline, detect_task, load_data
 
 START_FILE = "run.json"
 """In <output>.partial: the config and data fingerprints the run started with, checked on resume."""
@@ -66,6 +66,8 @@ def make_accelerator(precision: str) -> Accelerator:
             "--precision bf16: this machine has no bf16 support (needs a CPU with avx512_bf16/AMX "
             "or an Ampere+ GPU); use --precision fp32"
         )
+    if precision == "auto":
+        precision = "bf16" if bf16_supported() else "fp32"
     mixed = "bf16" if precision == "bf16" else "no"
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mixed) and AcceleratorState().num_processes == 1:
@@ -81,7 +83,7 @@ def bf16_supported() -> bool:
 
 
 def load_model(
-    cfg: RunConfig, labels: LabelSpace, strategy: bool = True
+    cfg: RunConfig, labels: LabelSpace | None, strategy: bool = True
 ) -> tuple[ModelSource, PreTrainedTokenizerBase, PreTrainedModel]:
     """θ̂ with a seeded new task head, its tokenizer, and (unless strategy=False) what trains."""
     source = resolve(cfg.model.name)
@@ -109,8 +111,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_merged(model: torch.nn.Module, folder: Path, save_adapter: bool) -> None:
-    """Restore the best adapter, optionally save it alone, then save the merged plain transformers model."""
+def save_merged(model: torch.nn.Module, folder: Path, save_adapter: bool) -> PreTrainedModel:
+    """Restore the best adapter, optionally save it alone, then save (and return) the merged plain model."""
     best = folder / BEST_TRAINABLE
     if best.exists():
         model.load_state_dict(load_file(str(best)), strict=False)
@@ -118,12 +120,17 @@ def save_merged(model: torch.nn.Module, folder: Path, save_adapter: bool) -> Non
     with quiet_transformers():
         if save_adapter:
             model.save_pretrained(folder / "adapter")
-        model.merge_and_unload().save_pretrained(folder)
+        merged = model.merge_and_unload()
+        merged.save_pretrained(folder)
+    return merged
 
 
-def run_drift(cfg: RunConfig, labels: LabelSpace, folder: Path) -> dict[str, Any]:
-    """Drift of the saved θ̃ from the starting point, rebuilt exactly (same seed, so the same initial head)."""
-    _, _, start = load_model(cfg, labels, strategy=False)  # the plain start; a LoRA run is saved merged
+def run_drift(
+    cfg: RunConfig, labels: LabelSpace | None, folder: Path, start: torch.nn.Module | None = None
+) -> dict[str, Any]:
+    """Drift of the saved θ̃ from the starting point (given, or rebuilt exactly: same seed, same initial head)."""
+    if start is None:
+        _, _, start = load_model(cfg, labels, strategy=False)  # the plain start; a LoRA run is saved merged
     return parameter_drift(start, load_file(str(folder / "model.safetensors")))
 
 
@@ -141,6 +148,8 @@ def weights_sha256(source: ModelSource) -> str | None:
     """Fingerprint of a local model's weight files, so drift can check it compares against the same θ̂."""
     if source.kind == "hub":
         return None
+    if source.gguf_file:
+        return sha256_of(Path(source.location) / source.gguf_file)
     files = sorted(Path(source.location).glob("*.safetensors")) or sorted(Path(source.location).glob("*.bin"))
     digest = hashlib.sha256()
     for f in files:
@@ -184,7 +193,8 @@ def run(cfg: RunConfig) -> RunResult:
     started = time.perf_counter()
     target = Path(cfg.output or default_output(cfg.data.train_data or "run"))
     check_strategy(cfg.strategy)
-    data = load_labeled(cfg.data, cfg.train.seed)  # all data errors come before any folder is made
+    cfg = detect_task(cfg)
+    data = load_data(cfg)  # all data errors come before any folder is made
     start = {"config": cfg.to_dict(), "data": data.fingerprints(cfg.data)}
     partial = begin(target, cfg.overwrite, cfg.resume)
     if cfg.resume and (partial / START_FILE).exists():
@@ -219,27 +229,25 @@ def run(cfg: RunConfig) -> RunResult:
     return out
 
 
-def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> dict[str, Any]:
+def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: float) -> dict[str, Any]:
     """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
-    source, tokenizer, model = load_model(cfg, data.labels)
-    pad_id = tokenizer.pad_token_id
-    train_set = EncodedSet(
-        encode_texts(tokenizer, data.train.texts, cfg.model.max_length),
-        data.train_ids,
-        cfg.train.batch_size,
-        cfg.train.group_window,
-        cfg.train.seed,
-        pad_id,
-    )
-    eval_ids = encode_texts(tokenizer, data.eval.texts, cfg.model.max_length) if data.eval else None
+    source, tokenizer, model = load_model(cfg, data.labels, strategy=False)
+    start_model = copy.deepcopy(model)  # θ̂ and the seeded head, kept for drift (a GGUF reload costs seconds)
+    model = apply_strategy(model, cfg.strategy)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"strategy {cfg.strategy.name}: no parameter of this model trains under it; use full or lora")
+    recipe = RECIPES[cfg.task.type](cfg, data, tokenizer, model)
+    generative = cfg.task.type == "generate"
+    if generative:  # no KV cache while training: it would also hide the packed-sequence positions from the mask
+        model.config.use_cache = False
     counts = {
         "total": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
     regularizer = l2sp_regularizer(model, cfg.strategy.l2sp) if cfg.strategy.l2sp > 0 else None
-    batches = len(train_set.batches(0)) // accelerator.num_processes
+    batches = len(recipe.train_set.batches(0)) // accelerator.num_processes
     total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.train, total)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -253,18 +261,20 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
             (partial / name).unlink(missing_ok=True)
     if not cfg.quiet:
         where = f"resuming at step {state.step}" if state else f"{len(data.train)} examples"
+        what = f"{len(data.labels)} labels" if data.labels else f"{recipe.record['template']} template"
         console.print(
-            f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.strategy.name}): {where}, "
-            f"{len(data.labels)} labels, evaluating on {len(data.eval) if data.eval else 0}; "
-            f"{total} steps on {accelerator.device}"
+            f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.task.type}, {cfg.strategy.name}): {where}, "
+            f"{what}, evaluating on {len(data.eval) if data.eval else 0}; {total} steps on {accelerator.device}"
         )
     latest: dict[str, Any] = {}
     best_file = partial / "best_eval.json"  # a resumed run starts from the best metrics saved so far
     best_metrics: dict[str, Any] = json.loads(best_file.read_text()) if state and best_file.exists() else {}
 
     def evaluate() -> dict[str, Any]:
-        latest.update(evaluate_encoded(model, eval_ids, data.eval_ids, data.labels, cfg.eval.batch_size, pad_id))
+        latest.update(recipe.evaluate(model))
         return latest
+
+    before = baseline(recipe, model, partial, resumed=state is not None, quiet=cfg.quiet)
 
     def save_best(state: FitState) -> None:
         best_metrics.clear()
@@ -287,13 +297,13 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
 
         unfreeze = gradual_unfreezing(model) if cfg.strategy.unfreeze == "gradual" else None
         hooks = Hooks(
-            reporter, evaluate if data.eval else None, save_best, save_checkpoint, stop, regularizer, unfreeze
+            reporter, evaluate if recipe.evaluate else None, save_best, save_checkpoint, stop, regularizer, unfreeze
         )
         try:
             state = fit(
                 model,
-                classification_loss,
-                train_set,
+                recipe.loss_fn,
+                recipe.train_set,
                 optimizer,
                 scheduler,
                 accelerator,
@@ -305,20 +315,29 @@ def _train(cfg: RunConfig, data: LabeledData, partial: Path, started: float) -> 
         except Interrupted as e:
             e.args = (f"{e}; checkpoint saved, continue with: tunesmith resume {partial.with_suffix('')}",)
             raise
-    if is_adapter(accelerator.unwrap_model(model)):
-        save_merged(accelerator.unwrap_model(model), partial, cfg.strategy.save_adapter)
+    final = accelerator.unwrap_model(model)
+    if generative:
+        final.config.use_cache = True  # the saved config generates with a KV cache
+    if is_adapter(final):
+        final = save_merged(final, partial, cfg.strategy.save_adapter)
+    elif generative:
+        final.config.save_pretrained(partial)
     # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
     tokenizer.model_max_length = cfg.model.max_length
     tokenizer.save_pretrained(partial)
-    write_json(partial / "drift.json", run_drift(cfg, data.labels, partial))
+    write_json(partial / "drift.json", run_drift(cfg, data.labels, partial, start_model))
+    del start_model
     best_file.unlink(missing_ok=True)
+    if recipe.generate_eval is not None:
+        best_metrics = after_training(recipe, final, partial, state, before, best_metrics, cfg.quiet)
+    (partial / BASELINE).unlink(missing_ok=True)
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
     seconds = time.perf_counter() - started
     record = {
         "tunesmith": _version(),
         "task": cfg.task.type,
-        "labels": data.labels.to_dict(),
+        **recipe.record,
         "pretrained": {
             "name": source.name,
             "location": source.location,
@@ -350,7 +369,9 @@ def _version() -> str:
 
 def summarize(result: RunResult, cfg: RunConfig) -> None:
     """The end-of-run report: the best evaluation, when it happened, how long it took, where it is."""
-    if result.metrics:
+    if result.metrics and cfg.task.type == "generate":
+        line = f"held-out loss {result.metrics['loss']:.4f} (perplexity {result.metrics['perplexity']:.3f})"
+    elif result.metrics:
         print_metrics(
             result.metrics,
             f"evaluation of the saved model (epoch {result.best.get('epoch')}, step {result.best.get('step')})",

@@ -1,0 +1,206 @@
+"""Generating with a fine-tuned causal LM: batched (left-padded, length-sorted), stopping at EOS.
+
+Generator is to generation what Predictor is to classification: it needs nothing but a run
+folder, and serves the CLI's predict and chat and the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from tunesmith.data.chat import ChatFormat
+from tunesmith.data.readers import iter_tables
+from tunesmith.data.sft import Conversation, conversations
+from tunesmith.errors import ConfigError
+from tunesmith.model.heads import takes_logits_to_keep
+from tunesmith.model.pretrained import ModelSource, load_errors, quiet_transformers
+from tunesmith.runs import read_run
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    """The reply to each prompt (token ids), in input order; greedy unless temperature > 0."""
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ConfigError(f"--temperature must be >= 0 and --top-p in (0, 1], got {temperature}, {top_p}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = {tokenizer.eos_token_id}
+    configured = model.generation_config.eos_token_id
+    stops |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+    replies = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):  # left padding: every prompt ends where generation starts
+            ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[r, width - len(prompts[i]) :] = 1
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(stops),
+            pad_token_id=pad,
+            **sampling,
+        )
+        for r, i in enumerate(rows):
+            replies[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True).strip()
+    model.train(was_training)
+    return replies
+
+
+class Generator:
+    """A fine-tuned causal LM ready to reply to prompts or conversations."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        fmt: ChatFormat,
+        max_length: int,
+        batch_size: int = 16,
+        columns: dict[str, str | None] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer, self.format, self.max_length, self.batch_size = tokenizer, fmt, max_length, batch_size
+        self.columns = columns or {}
+
+    @classmethod
+    def from_run(cls, path: str | Path, batch_size: int = 16) -> Generator:
+        """Load θ̃, its tokenizer and template from a run folder."""
+        run = read_run(path)
+        if run.task != "generate":
+            raise ConfigError(f"{path}: a {run.task} run; generation needs a run trained with --task generate")
+        with load_errors(ModelSource(str(path), str(path), "local")), quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(run.path), use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        fmt = ChatFormat(tokenizer, run.raw.get("template", "auto"))
+        columns = (run.raw.get("data", {}).get("train") or {}).get("columns") or {}
+        return cls(model, tokenizer, fmt, run.max_length, batch_size, columns)
+
+    def generate(
+        self,
+        prompts: Sequence[str | Conversation] | str,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> Any:
+        """Replies to prompts (strings, or conversations as lists of {role, content}); one string for one string."""
+        single = isinstance(prompts, str)
+        items = [prompts] if single else list(prompts)
+        convs = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in items]
+        ids = [self.format.prompt_ids(c, self.max_length) for c in convs]
+        out = generate_ids(self.model, self.tokenizer, ids, max_new_tokens, self.batch_size, temperature, top_p, seed)
+        return out[0] if single else out
+
+    def predict_file(
+        self, source: str, output: str | None, prompt_column: str | None = None, encoding: str = "utf-8", **gen: Any
+    ) -> int:
+        """Reply to every prompt of a file (or '-' for stdin); JSONL with the prompt and the response, in order.
+
+        A file output appears (renamed from a temporary sibling) only when complete.
+        """
+        to_stdout = output in (None, "-")
+        tmp = None if to_stdout else Path(output).with_name(f".{Path(output).name}.tmp")
+        if tmp is not None:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        sink = sys.stdout if to_stdout else open(tmp, "w", encoding="utf-8")  # noqa: SIM115
+        written = 0
+        try:
+            for chunk in iter_tables(source, encoding):
+                column = prompt_column or (
+                    self.columns.get("prompt") if self.columns.get("prompt") in chunk.columns else None
+                )
+                convs = conversations(chunk, column, None, need_response=False)
+                replies = self.generate(convs.items, **gen)
+                for conv, reply in zip(convs.items, replies, strict=True):
+                    prompt = conv[-1]["content"] if conv[-1]["role"] == "user" else None
+                    record = {"prompt": prompt} if prompt is not None else {"messages": conv}
+                    sink.write(json.dumps({**record, "response": reply}, ensure_ascii=False) + "\n")
+                written += len(replies)
+                sink.flush()
+        except BaseException:
+            if tmp is not None:
+                sink.close()
+                tmp.unlink(missing_ok=True)
+            raise
+        if tmp is not None:
+            sink.close()
+            tmp.replace(output)
+        return written
+
+    def evaluate_file(
+        self,
+        source: str,
+        prompt_column: str | None = None,
+        response_column: str | None = None,
+        encoding: str = "utf-8",
+        answer_pattern: str | None = None,
+        max_new_tokens: int = 256,
+        generate_samples: int | None = None,
+    ) -> dict[str, Any]:
+        """Held-out loss and perplexity over every sample; generation metrics over the first generate_samples."""
+        from tunesmith.data.readers import read_table
+        from tunesmith.text_metrics import generation_scores, lm_loss
+
+        table = read_table(source, encoding)
+        prompt_column = prompt_column or (
+            self.columns.get("prompt") if self.columns.get("prompt") in table.columns else None
+        )
+        convs = conversations(table, prompt_column, response_column).items
+        held = [self.format.encode(c, self.max_length) for c in convs]
+        metrics = lm_loss(
+            self.model, held, self.batch_size, self.tokenizer.pad_token_id, takes_logits_to_keep(self.model)
+        )
+        shown = convs[:generate_samples] if generate_samples is not None else convs
+        prompts = [self.format.prompt_ids(c, self.max_length) for c in shown]
+        replies = generate_ids(self.model, self.tokenizer, prompts, max_new_tokens, self.batch_size)
+        golds = [self.format.reference(c) for c in shown]
+        return {**metrics, **generation_scores(replies, golds, answer_pattern)}
+
+    def chat(self, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> None:
+        """An interactive conversation on the terminal; the history is kept (and cut from the left to fit)."""
+        history: Conversation = []
+        print("tunesmith chat: type a message; /reset forgets the conversation, /quit (or Ctrl-D) leaves")
+        while True:
+            try:
+                line = input("> ").strip()
+            except EOFError:
+                print()
+                return
+            if line in ("/quit", "/exit"):
+                return
+            if line == "/reset":
+                history = []
+                continue
+            if not line:
+                continue
+            history.append({"role": "user", "content": line})
+            reply = self.generate([history], max_new_tokens, temperature, top_p, seed)[0]
+            history.append({"role": "assistant", "content": reply})
+            print(reply)
