@@ -7,7 +7,6 @@ folder, and serves the CLI's predict and chat and the Python API.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tunesmith.data.sft import Conversation, conversations
 from tunesmith.errors import ConfigError
 from tunesmith.model.heads import takes_logits_to_keep
 from tunesmith.model.pretrained import ModelSource, load_errors, quiet_transformers
-from tunesmith.runs import read_run
+from tunesmith.runs import atomic_output, read_run
 
 
 @torch.inference_mode()
@@ -125,33 +124,18 @@ class Generator:
 
         A file output appears (renamed from a temporary sibling) only when complete.
         """
-        to_stdout = output in (None, "-")
-        tmp = None if to_stdout else Path(output).with_name(f".{Path(output).name}.tmp")
-        if tmp is not None:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-        sink = sys.stdout if to_stdout else open(tmp, "w", encoding="utf-8")  # noqa: SIM115
         written = 0
-        try:
+        with atomic_output(output) as sink:
             for chunk in iter_tables(source, encoding):
-                column = prompt_column or (
-                    self.columns.get("prompt") if self.columns.get("prompt") in chunk.columns else None
-                )
-                convs = conversations(chunk, column, None, need_response=False)
+                known = self.columns.get("prompt")
+                convs = conversations(chunk, prompt_column or (known if known in chunk.columns else None), None, False)
                 replies = self.generate(convs.items, **gen)
                 for conv, reply in zip(convs.items, replies, strict=True):
                     prompt = conv[-1]["content"] if conv[-1]["role"] == "user" else None
                     record = {"prompt": prompt} if prompt is not None else {"messages": conv}
                     sink.write(json.dumps({**record, "response": reply}, ensure_ascii=False) + "\n")
-                written += len(replies)
                 sink.flush()
-        except BaseException:
-            if tmp is not None:
-                sink.close()
-                tmp.unlink(missing_ok=True)
-            raise
-        if tmp is not None:
-            sink.close()
-            tmp.replace(output)
+                written += len(replies)
         return written
 
     def evaluate_file(

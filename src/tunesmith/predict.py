@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from tunesmith.data.validate import examples
 from tunesmith.errors import ConfigError
 from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import quiet_transformers
-from tunesmith.runs import read_run
+from tunesmith.runs import atomic_output, read_run
 
 
 def iter_logits(
@@ -121,13 +120,8 @@ class Predictor:
         fmt = fmt or ("csv" if output and output.endswith((".csv", ".tsv")) else "jsonl")
         if fmt not in ("csv", "jsonl"):
             raise ConfigError(f"--format must be csv or jsonl, got '{fmt}'")
-        to_stdout = output in (None, "-")
-        tmp = None if to_stdout else Path(output).with_name(f".{Path(output).name}.tmp")
-        if tmp is not None:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-        sink = sys.stdout if to_stdout else open(tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
         written = 0
-        try:
+        with atomic_output(output) as sink:
             writer = csv.writer(sink, delimiter="\t" if (output or "").endswith(".tsv") else ",", lineterminator="\n")
             for chunk in iter_tables(source, encoding):
                 column = text_column or self.column(chunk, "text")
@@ -142,14 +136,6 @@ class Predictor:
                 else:
                     self._write_csv(writer, ex.texts, records, top_k, header=written == 0)
                 written += len(records)
-        except BaseException:
-            if tmp is not None:
-                sink.close()
-                tmp.unlink(missing_ok=True)
-            raise
-        if tmp is not None:
-            sink.close()
-            tmp.replace(output)
         return written
 
     def _write_csv(

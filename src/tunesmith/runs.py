@@ -6,13 +6,16 @@ plus tunesmith.json, metrics.jsonl and eval.json. Knows nothing about training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ConfigError, DiskError, ModelError
@@ -74,6 +77,26 @@ def finish(partial: Path, target: Path, drop: tuple[str, ...] = ()) -> None:
     os.replace(partial, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output(output: str | None) -> Iterator[TextIO]:
+    """A text sink for a predictions file (stdout for None or '-'): written to a hidden sibling and renamed
+    when complete, so a failed or interrupted prediction leaves no half-written file.
+    """
+    if output in (None, "-"):
+        yield sys.stdout
+        return
+    target = Path(output)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as sink:
+            yield sink
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(target)
 
 
 def write_json(path: Path, obj: Any) -> None:

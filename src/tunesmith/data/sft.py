@@ -12,7 +12,7 @@ from typing import Any
 
 from tunesmith.config import DataConfig
 from tunesmith.data.readers import Table, find_column, is_missing, read_table
-from tunesmith.data.validate import sha256_of
+from tunesmith.data.validate import data_fingerprints, text_value
 from tunesmith.errors import ConfigError, DataError
 
 Conversation = list[dict[str, str]]
@@ -91,17 +91,7 @@ def find_pair(
 
 
 def _text(table: Table, i: int, column: str) -> str:
-    value = table.columns[column][i]
-    if is_missing(value):
-        raise DataError(table.path, "empty text", column=column, **table.where(i))
-    if not isinstance(value, str):
-        raise DataError(
-            table.path,
-            f"expected text, got {type(value).__name__} {str(value)[:40]!r}",
-            column=column,
-            **table.where(i),
-        )
-    return value
+    return text_value(table, i, table.columns[column][i], column)
 
 
 def _messages(table: Table, i: int, value: Any, column: str, need_response: bool) -> Conversation:
@@ -142,17 +132,10 @@ class SFTData:
     def fingerprints(self, cfg: DataConfig) -> dict[str, Any]:
         """Paths, sha256s, row counts and columns of the data files, as tunesmith.json records them."""
 
-        def one(ex: Conversations | None, path: str | None) -> dict[str, Any] | None:
-            if ex is None or path is None:
-                return None
-            return {"path": path, "sha256": sha256_of(path), "rows": len(ex), "columns": ex.columns}
+        def info(ex: Conversations | None) -> dict[str, Any] | None:
+            return ex and {"rows": len(ex), "columns": ex.columns}
 
-        eval_path = cfg.eval_data or (cfg.train_data if self.eval_from == "split" else None)
-        return {
-            "train": one(self.train, cfg.train_data),
-            "eval": one(self.eval, eval_path),
-            "eval_from": self.eval_from,
-        }
+        return data_fingerprints(cfg, self.eval_from, info(self.train), info(self.eval))
 
 
 def load_sft(cfg: DataConfig, seed: int) -> SFTData:

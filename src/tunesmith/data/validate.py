@@ -69,7 +69,7 @@ def examples(table: Table, text_column: str | None, label_column: str | None, ne
     label_col = None
     if need_labels or label_column is not None:
         label_col = find_column(table, label_column, LABEL_NAMES, "label", "--label-column")
-    texts = [_text(table, i, v, text_col) for i, v in enumerate(table.columns[text_col])]
+    texts = [text_value(table, i, v, text_col) for i, v in enumerate(table.columns[text_col])]
     labels = None
     if label_col is not None:
         labels = [_label(table, i, v, label_col) for i, v in enumerate(table.columns[label_col])]
@@ -84,7 +84,8 @@ def examples(table: Table, text_column: str | None, label_column: str | None, ne
     )
 
 
-def _text(table: Table, i: int, value: Any, column: str) -> str:
+def text_value(table: Table, i: int, value: Any, column: str) -> str:
+    """A cell that must hold text: present and a string, else one DataError naming the row and column."""
     if is_missing(value):
         raise DataError(table.path, "empty text", column=column, **table.where(i))
     if not isinstance(value, str):
@@ -154,23 +155,24 @@ class LabeledData:
     def fingerprints(self, cfg: DataConfig) -> dict[str, Any]:
         """Paths, sha256s, row counts and columns of the data files, as tunesmith.json records them."""
 
-        def one(ex: Examples | None, path: str | None) -> dict[str, Any] | None:
-            if ex is None or path is None:
-                return None
-            return {
-                "path": path,
-                "sha256": sha256_of(path),
-                "rows": len(ex),
-                "text_column": ex.text_column,
-                "label_column": ex.label_column,
-            }
+        def info(ex: Examples | None) -> dict[str, Any] | None:
+            return ex and {"rows": len(ex), "text_column": ex.text_column, "label_column": ex.label_column}
 
-        eval_path = cfg.eval_data or (cfg.train_data if self.eval_from == "split" else None)
-        return {
-            "train": one(self.train, cfg.train_data),
-            "eval": one(self.eval, eval_path),
-            "eval_from": self.eval_from,
-        }
+        return data_fingerprints(cfg, self.eval_from, info(self.train), info(self.eval))
+
+
+def data_fingerprints(
+    cfg: DataConfig, eval_from: str | None, train: dict[str, Any] | None, held: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Each data file's path and sha256, with what was read from it (rows, columns); the eval entry points at
+    the training file when the evaluation set was split from it.
+    """
+    eval_path = cfg.eval_data or (cfg.train_data if eval_from == "split" else None)
+
+    def one(read: dict[str, Any] | None, path: str | None) -> dict[str, Any] | None:
+        return None if read is None or path is None else {"path": path, "sha256": sha256_of(path), **read}
+
+    return {"train": one(train, cfg.train_data), "eval": one(held, eval_path), "eval_from": eval_from}
 
 
 def load_labeled(cfg: DataConfig, seed: int) -> LabeledData:
