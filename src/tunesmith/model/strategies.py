@@ -8,6 +8,7 @@ the backbone, ``layout`` finds the embeddings and the stack of transformer block
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,7 +128,9 @@ def lora(model: PreTrainedModel, cfg: StrategyConfig) -> torch.nn.Module:
         modules_to_save=None if generative else sorted(inner_heads),
     )
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; nothing for users to do
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as e:  # peft names the target modules it could not find
         raise ConfigError(f"strategy lora: {str(e).splitlines()[0]} (set strategy.lora_targets)") from None
 
