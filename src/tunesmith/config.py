@@ -314,7 +314,7 @@ class RunConfig:
             raise ConfigError(
                 f"eval.metric {cfg.eval.metric} does not apply to {task}; use one of: {', '.join(allowed)}"
             )
-        if task == "classification" and (cfg.train.packing):
+        if task == "classification" and cfg.train.packing:
             raise ConfigError("--packing applies to generate only")
         return cfg
 
