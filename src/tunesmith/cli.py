@@ -172,13 +172,11 @@ def check(
     from collections import Counter
 
     from tunesmith.config import DataConfig
-    from tunesmith.data.readers import iter_tables
-    from tunesmith.data.sft import is_generation_table, load_sft
+    from tunesmith.data.sft import is_generation_file, load_sft
     from tunesmith.data.validate import load_labeled
 
     cfg = DataConfig(data, eval_data, 0.0, text_column, label_column, labels=labels, encoding=encoding)
-    first = next(iter_tables(data, encoding, chunk_rows=64), None)
-    if first is not None and is_generation_table(first):
+    if is_generation_file(data, encoding):
         sft = load_sft(cfg, seed=0)
         print(f"{data}: {len(sft.train)} conversations for generate; columns {sft.train.columns}")
         if sft.eval is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.config import DataConfig
-from tunesmith.data.readers import Table, find_column, is_missing, read_table
+from tunesmith.data.readers import Table, find_column, is_missing, iter_tables, read_table
 from tunesmith.data.validate import data_fingerprints, text_value
 from tunesmith.errors import ConfigError, DataError
 
@@ -29,6 +29,12 @@ def is_generation_table(table: Table) -> bool:
     """Whether a file's columns say generation (chat records or a prompt/response pair), not classification."""
     lower = {c.lower() for c in table.columns}
     return bool(lower & set(MESSAGES)) or any(p in lower and r in lower for p, r in (*PAIRS, ("input", "output")))
+
+
+def is_generation_file(path: str, encoding: str = "utf-8") -> bool:
+    """is_generation_table on the file's first rows (a bad file raises its one-line DataError)."""
+    first = next(iter_tables(path, encoding, chunk_rows=64), None)
+    return first is not None and is_generation_table(first)
 
 
 @dataclass

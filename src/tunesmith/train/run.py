@@ -83,15 +83,15 @@ def bf16_supported() -> bool:
 
 
 def load_model(
-    cfg: RunConfig, labels: LabelSpace | None, strategy: bool = True
+    cfg: RunConfig, labels: LabelSpace | None
 ) -> tuple[ModelSource, PreTrainedTokenizerBase, PreTrainedModel]:
-    """θ̂ with a seeded new task head, its tokenizer, and (unless strategy=False) what trains."""
+    """θ̂ with a seeded new task head (none for a causal LM), and its tokenizer; every parameter still trainable."""
     source = resolve(cfg.model.name)
     set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     random_init = cfg.strategy.init == "random"
     model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle, random_init)
-    return source, tokenizer, apply_strategy(model, cfg.strategy) if strategy else model
+    return source, tokenizer, model
 
 
 def l2sp_regularizer(model: PreTrainedModel, alpha: float) -> Callable[[], torch.Tensor]:
@@ -130,7 +130,7 @@ def run_drift(
 ) -> dict[str, Any]:
     """Drift of the saved θ̃ from the starting point (given, or rebuilt exactly: same seed, same initial head)."""
     if start is None:
-        _, _, start = load_model(cfg, labels, strategy=False)  # the plain start; a LoRA run is saved merged
+        _, _, start = load_model(cfg, labels)  # the plain start; a LoRA run is saved merged
     return parameter_drift(start, load_file(str(folder / "model.safetensors")))
 
 
@@ -232,7 +232,7 @@ def run(cfg: RunConfig) -> RunResult:
 def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: float) -> dict[str, Any]:
     """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
-    source, tokenizer, model = load_model(cfg, data.labels, strategy=False)
+    source, tokenizer, model = load_model(cfg, data.labels)
     start_model = copy.deepcopy(model)  # θ̂ and the seeded head, kept for drift (a GGUF reload costs seconds)
     model = apply_strategy(model, cfg.strategy)
     if not any(p.requires_grad for p in model.parameters()):

@@ -19,8 +19,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.batching import EncodedSet
 from tunesmith.data.chat import ChatFormat
 from tunesmith.data.encode import encode_texts
-from tunesmith.data.readers import iter_tables
-from tunesmith.data.sft import SFTData, is_generation_table, load_sft
+from tunesmith.data.sft import SFTData, is_generation_file, load_sft
 from tunesmith.data.tokens import PackedSet, TokenSet
 from tunesmith.data.validate import LabeledData, load_labeled
 from tunesmith.generation import generate_ids
@@ -37,8 +36,7 @@ def detect_task(cfg: RunConfig) -> RunConfig:
     """Resolve task.type auto from the training file's columns, and fill the task's defaults."""
     task = cfg.task.type
     if task == "auto" and cfg.data.train_data is not None:
-        first = next(iter_tables(cfg.data.train_data, cfg.data.encoding, chunk_rows=64), None)
-        task = "generate" if first is not None and is_generation_table(first) else "classification"
+        task = "generate" if is_generation_file(cfg.data.train_data, cfg.data.encoding) else "classification"
     return cfg.for_task("classification" if task == "auto" else task)
 
 
