@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,9 @@ def generation_table(before: dict[str, Any], after: dict[str, Any]) -> Table:
     return table
 
 
-def parameter_drift(start: torch.nn.Module, finetuned: dict[str, torch.Tensor]) -> dict[str, Any]:
+def parameter_drift(
+    model: torch.nn.Module, start: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
     """How far θ̃ moved from where training started (θ̂, plus the initial head), per parameter and per layer.
 
     For each: ‖θ̃ − θ̂‖ / ‖θ̂‖, the largest absolute change, and the share of entries that changed at all.
@@ -160,7 +163,7 @@ def parameter_drift(start: torch.nn.Module, finetuned: dict[str, torch.Tensor]) 
     """
     from tunesmith.model.strategies import layout
 
-    lay = layout(start)
+    lay = layout(model)  # names and layer groups; the values come from start and finetuned
     sums: dict[str, list[float]] = {}  # group -> [Σd², Σθ̂², max|d|, moved, numel]
 
     def add(key: str, d2: float, a2: float, peak: float, moved: int, numel: int) -> None:
@@ -172,10 +175,10 @@ def parameter_drift(start: torch.nn.Module, finetuned: dict[str, torch.Tensor]) 
         acc[4] += numel
 
     params: dict[str, dict[str, float]] = {}
-    for name, before in start.named_parameters():
-        if name not in finetuned:
+    for name, _ in model.named_parameters():
+        if name not in finetuned or name not in start:
             continue  # a weight tied to another is saved once
-        before = before.detach().float()
+        before = start[name].detach().float()
         delta = finetuned[name].float() - before
         stats = (
             float((delta**2).sum()),

@@ -112,7 +112,9 @@ def test_random_init_starts_elsewhere_and_drift_is_from_that_start(tiny_model, t
 
 def test_drift_of_an_untrained_model_is_exactly_zero_and_the_cli_prints_it(model_factory, tiny_run, cli):
     model = model_factory("full")
-    drift = parameter_drift(model, {k: v.clone() for k, v in model.state_dict().items()})
+    drift = parameter_drift(
+        model, dict(model.named_parameters()), {k: v.clone() for k, v in model.state_dict().items()}
+    )
     assert all(v["relative"] == 0 and v["max_abs"] == 0 and v["moved"] == 0 for v in drift["groups"].values())
     assert list(drift["groups"]) == ["embeddings", "block 0", "block 1", "backbone", "head"]
     assert drift["totals"]["all"]["numel"] == sum(p.numel() for p in model.parameters())

@@ -7,11 +7,10 @@ when complete; a failed run leaves nothing behind unless a checkpoint makes it r
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -42,6 +42,8 @@ from tunesmith.train.tasks import BASELINE, RECIPES, after_training, baseline, d
 
 START_FILE = "run.json"
 """In <output>.partial: the config and data fingerprints the run started with, checked on resume."""
+START_WEIGHTS = "start.safetensors"
+"""In <output>.partial: θ̂ and the initial head as training started, for drift.json; gone when the run is done."""
 RUNTIME_ONLY = {"output", "overwrite", "quiet", "resume", "force", "data.train_data", "data.eval_data", "path"}
 """What may differ between an interrupted run and its resumption (a moved file is compared by sha256)."""
 
@@ -126,12 +128,37 @@ def save_merged(model: torch.nn.Module, folder: Path, save_adapter: bool) -> Pre
 
 
 def run_drift(
-    cfg: RunConfig, labels: LabelSpace | None, folder: Path, start: torch.nn.Module | None = None
+    cfg: RunConfig, labels: LabelSpace | None, folder: Path, model: torch.nn.Module | None = None
 ) -> dict[str, Any]:
-    """Drift of the saved θ̃ from the starting point (given, or rebuilt exactly: same seed, same initial head)."""
-    if start is None:
-        _, _, start = load_model(cfg, labels)  # the plain start; a LoRA run is saved merged
-    return parameter_drift(start, load_file(str(folder / "model.safetensors")))
+    """Drift of the saved θ̃ from the starting point: the run's snapshot of it when there is one (with the
+    model giving names and layout), else θ̂ rebuilt exactly (same seed, same initial head).
+    """
+    snapshot = folder / START_WEIGHTS
+    if model is None or not snapshot.exists():
+        _, _, model = load_model(cfg, labels)  # the plain start; a LoRA run is saved merged
+        start: Mapping[str, torch.Tensor] = dict(model.named_parameters())
+    else:
+        start = TensorFile(snapshot)
+    return parameter_drift(model, start, TensorFile(folder / "model.safetensors"))
+
+
+class TensorFile(Mapping[str, torch.Tensor]):
+    """A safetensors file read one tensor at a time: drift then holds no second or third copy of the model."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = safe_open(str(path), "pt")
+        self._names = list(self._file.keys())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._file.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def recompute_drift(run: RunInfo) -> dict[str, Any]:
@@ -216,7 +243,7 @@ def run(cfg: RunConfig) -> RunResult:
         abandon(partial, checkpoint.latest(partial) is not None)
         raise
     try:
-        finish(partial, target, drop=(checkpoint.FOLDER, START_FILE))
+        finish(partial, target, drop=(checkpoint.FOLDER, START_FILE, START_WEIGHTS))
     except OSError as e:  # the run is complete: never delete it here
         raise DiskError(
             f"the finished run is in {partial} but could not be moved to {target}: {e.strerror or e}"
@@ -233,7 +260,9 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
     """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
     source, tokenizer, model = load_model(cfg, data.labels)
-    start_model = copy.deepcopy(model)  # θ̂ and the seeded head, kept for drift (a GGUF reload costs seconds)
+    # θ̂ and the seeded head, kept on disk for drift: a copy in memory would add the model's size to peak RSS
+    # for the whole run, and rebuilding it later costs seconds (de-quantising a GGUF).
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, str(partial / START_WEIGHTS))
     model = apply_strategy(model, cfg.strategy)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"strategy {cfg.strategy.name}: no parameter of this model trains under it; use full or lora")
@@ -299,6 +328,7 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         hooks = Hooks(
             reporter, evaluate if recipe.evaluate else None, save_best, save_checkpoint, stop, regularizer, unfreeze
         )
+        fit_started = time.perf_counter()
         try:
             state = fit(
                 model,
@@ -315,6 +345,7 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         except Interrupted as e:
             e.args = (f"{e}; checkpoint saved, continue with: tunesmith resume {partial.with_suffix('')}",)
             raise
+        fit_seconds = time.perf_counter() - fit_started  # the loop alone (this attempt), as trainer.train() counts
     final = accelerator.unwrap_model(model)
     if generative:
         final.config.use_cache = True  # the saved config generates with a KV cache
@@ -325,8 +356,7 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
     # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
     tokenizer.model_max_length = cfg.model.max_length
     tokenizer.save_pretrained(partial)
-    write_json(partial / "drift.json", run_drift(cfg, data.labels, partial, start_model))
-    del start_model
+    write_json(partial / "drift.json", run_drift(cfg, data.labels, partial, final))
     best_file.unlink(missing_ok=True)
     if recipe.generate_eval is not None:
         best_metrics = after_training(recipe, final, partial, state, before, best_metrics, cfg.quiet)
@@ -349,6 +379,7 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         "best": state.best,
         "skipped_steps": state.skipped,
         "train_seconds": round(seconds, 2),
+        "fit_seconds": round(fit_seconds, 2),
         "config": cfg.to_dict(),
     }
     return {
