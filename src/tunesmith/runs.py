@@ -80,23 +80,31 @@ def finish(partial: Path, target: Path, drop: tuple[str, ...] = ()) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(output: str | None) -> Iterator[TextIO]:
-    """A text sink for a predictions file (stdout for None or '-'): written to a hidden sibling and renamed
-    when complete, so a failed or interrupted prediction leaves no half-written file.
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A hidden sibling to write instead of target: renamed onto it when the block succeeds, removed when it
+    fails, so target is never half-written and an old target stays whole until the new one is complete.
     """
-    if output in (None, "-"):
-        yield sys.stdout
-        return
-    target = Path(output)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as sink:
-            yield sink
+        yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(target)
+
+
+@contextlib.contextmanager
+def atomic_output(output: str | None) -> Iterator[TextIO]:
+    """A text sink for a predictions file (stdout for None or '-'), written through atomic_path, so a failed
+    or interrupted prediction leaves no half-written file.
+    """
+    if output in (None, "-"):
+        yield sys.stdout
+        return
+    # the file closes (inner block) before atomic_path renames or removes it
+    with atomic_path(Path(output)) as tmp, open(tmp, "w", encoding="utf-8", newline="") as sink:
+        yield sink
 
 
 def write_json(path: Path, obj: Any) -> None:
