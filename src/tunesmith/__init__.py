@@ -35,19 +35,24 @@ def finetune(
     return run(cfg.with_values(options, where="argument"))
 
 
-def load(path: str | Path, batch_size: int = 64):
+def load(path: str | Path, batch_size: int = 64, backend: str = "torch"):
     """A Predictor for a classification run folder: ``load("runs/support").predict(["I was charged twice"])``;
     a Generator for a generate run: ``load("runs/triage").generate(["Summarise: ..."])``.
+
+    backend runs a classifier with torch, or with ONNX Runtime ("onnx", "onnx-int8") once the run has been
+    exported (tunesmith.export.export_onnx, or ``tunesmith export RUN --format onnx``).
     """
     from tunesmith.runs import read_run
 
     if read_run(path).task == "generate":
         from tunesmith.generation import Generator
 
+        if backend != "torch":
+            raise ConfigError(f"backend {backend!r} is for classification runs; a generate run runs with torch")
         return Generator.from_run(path, min(batch_size, 32))
     from tunesmith.predict import Predictor
 
-    return Predictor.from_run(path, batch_size)
+    return Predictor.from_run(path, batch_size, backend)
 
 
 def evaluate(run: str | Path, data: str | Path, **kwargs: Any) -> dict[str, Any]:

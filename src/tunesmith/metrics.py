@@ -17,7 +17,7 @@ import torch
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.losses import classification_loss
-from tunesmith.predict import iter_logits
+from tunesmith.predict import iter_logits, torch_forward
 
 
 @dataclass
@@ -82,7 +82,7 @@ def score_encoded(
     """Fold a model's predictions on encoded texts into a running score."""
     was_training = model.training
     model.eval()
-    for rows, logits in iter_logits(model, ids, batch_size, pad_id):
+    for rows, logits in iter_logits(torch_forward(model), ids, batch_size, pad_id):
         score.add(logits, torch.as_tensor([label_ids[i] for i in rows], device=logits.device))
     model.train(was_training)
     return score

@@ -1,13 +1,14 @@
 """Predictor: batched, length-sorted inference on texts or files, output in input order.
 
-Needs nothing but a run folder. Knows nothing about training.
+Needs nothing but a run folder. Knows nothing about training. The model is any batch -> logits
+callable: θ̃ in torch, or its ONNX export run by ONNX Runtime (export.py); batching is the same.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,29 @@ from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import quiet_transformers
 from tunesmith.runs import atomic_output, read_run
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+"""What runs θ̃: torch, or its ONNX export (fp32 or int8) in ONNX Runtime on the CPU."""
+
+Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+"""collate()'s CPU tensors (input_ids, attention_mask) in, fp32 logits on the CPU out."""
+
+
+def torch_forward(model: torch.nn.Module) -> Forward:
+    """A torch classifier as a Forward: the batch moves to the model's device, the logits come back."""
+    device = next(model.parameters()).device
+
+    def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+
+    return forward
+
 
 def iter_logits(
-    model: torch.nn.Module, ids: Sequence[Sequence[int]], batch_size: int, pad_id: int
+    forward: Forward, ids: Sequence[Sequence[int]], batch_size: int, pad_id: int
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(row indices, fp32 logits on the CPU) per batch, longest texts first, so padding stays small."""
-    device = next(model.parameters()).device
     for rows in sorted_batches([len(s) for s in ids], batch_size):
-        batch = {k: v.to(device) for k, v in collate([ids[i] for i in rows], pad_id).items()}
-        yield rows, model(**batch).logits.float().cpu()
+        yield rows, forward(collate([ids[i] for i in rows], pad_id))
 
 
 class Predictor:
@@ -41,14 +56,18 @@ class Predictor:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: PreTrainedModel | Forward,
         tokenizer: PreTrainedTokenizerBase,
         labels: LabelSpace,
         max_length: int,
         batch_size: int = 64,
         columns: dict[str, str | None] | None = None,
     ) -> None:
-        self.model = model.eval()
+        """model: θ̃ as a torch module, or any Forward (export.onnx_forward gives ONNX Runtime's)."""
+        torch_model = isinstance(model, torch.nn.Module)
+        self.model = model.eval() if torch_model else None
+        """The torch module (None for an ONNX backend): evaluate_run scores with it."""
+        self.forward = torch_forward(model) if torch_model else model
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
@@ -57,12 +76,19 @@ class Predictor:
         """The training file's text and label column names, tried first in files to score."""
 
     @classmethod
-    def from_run(cls, path: str | Path, batch_size: int = 64) -> Predictor:
-        """Load θ̃, its tokenizer and label space from a run folder."""
+    def from_run(cls, path: str | Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
+        """Load θ̃ (run by backend: torch, onnx or onnx-int8), its tokenizer and label space from a run folder."""
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
         run = read_run(path)
-        model = load_finetuned(str(run.path), run.task, run.labels)
-        if torch.cuda.is_available():  # inference needs no accelerate: one device, no precision policy
-            model = model.to("cuda")
+        if backend == "torch":
+            model: PreTrainedModel | Forward = load_finetuned(str(run.path), run.task, run.labels)
+            if torch.cuda.is_available():  # inference needs no accelerate: one device, no precision policy
+                model = model.to("cuda")
+        else:  # the torch weights are never loaded: the export is all ONNX Runtime needs
+            from tunesmith.export import onnx_forward
+
+            model = onnx_forward(run.path, backend)
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(run.path))
         columns = {"text": run.text_column, "label": run.label_column}
@@ -73,12 +99,12 @@ class Predictor:
         name = self.columns.get(role)
         return name if name in table.columns else None
 
-    @torch.no_grad()
+    @torch.inference_mode()  # unlike no_grad, no version counters either: nothing here is ever backpropagated
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns in label-space order."""
         ids = encode_texts(self.tokenizer, texts, self.max_length)
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for rows, logits in iter_logits(self.model, ids, self.batch_size, self.tokenizer.pad_token_id):
+        for rows, logits in iter_logits(self.forward, ids, self.batch_size, self.tokenizer.pad_token_id):
             probs[rows] = torch.softmax(logits, dim=-1).numpy()
         return probs
 
@@ -157,6 +183,6 @@ class Predictor:
             writer.writerow([text, rec["label"], f"{rec['score']:.6f}", *extra])
 
 
-def load(path: str | Path, batch_size: int = 64) -> Predictor:
+def load(path: str | Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
     """tunesmith.load(run_folder): a Predictor for the run."""
-    return Predictor.from_run(path, batch_size)
+    return Predictor.from_run(path, batch_size, backend)
