@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tunesmith.errors import EXIT_USAGE, ConfigError, Interrupted, TunesmithError
+from tunesmith.errors import EXIT_USAGE, ConfigError, Interrupted, TunesmithError, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -257,6 +257,7 @@ def predict(
     temperature: Annotated[float, Opt(help="generate: 0 is greedy (default); above 0 samples.")] = 0.0,
     top_p: Annotated[float, Opt(help="generate: nucleus sampling mass (with --temperature).")] = 1.0,
     seed: Annotated[int, Opt(help="generate: seed of sampling.")] = 0,
+    backend: Annotated[str, Opt(help="torch, onnx or onnx-int8 (after tunesmith export).")] = "torch",
 ) -> None:
     """Label texts with a classification run, or reply to prompts with a generate run (JSONL, input order)."""
     from tunesmith.report import console
@@ -265,6 +266,8 @@ def predict(
     if read_run(run_dir).task == "generate":
         from tunesmith.generation import Generator
 
+        if backend != "torch":
+            raise ConfigError(f"--backend {backend} is for classification runs; a generate run predicts with torch")
         gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
         n = Generator.from_run(run_dir, min(batch_size, 32)).predict_file(data, output, prompt_column, encoding, **gen)
         if output not in (None, "-"):
@@ -272,9 +275,22 @@ def predict(
         return
     from tunesmith.predict import Predictor
 
-    n = Predictor.from_run(run_dir, batch_size).predict_file(data, output, top_k, text_column, encoding, format_)
+    predictor = Predictor.from_run(run_dir, batch_size, backend)
+    n = predictor.predict_file(data, output, top_k, text_column, encoding, format_)
     if output not in (None, "-"):
         console.print(f"wrote {n} predictions to {output}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder of a classification run.")],
+    format_: Annotated[str, Opt("--format", help="onnx (the only format so far): RUN/onnx/model.onnx.")] = "onnx",
+    quantize: Annotated[str | None, Opt(help="int8: also write RUN/onnx/model.int8.onnx, quantised.")] = None,
+) -> None:
+    """Export a classification run for fast CPU inference: predict --backend onnx (or onnx-int8)."""
+    from tunesmith.export import export_run
+
+    print(export_run(run_dir, format_, quantize))
 
 
 @app.command()
@@ -369,11 +385,6 @@ def demo_data(
 
     for path in write_demo_data(folder):
         print(path)
-
-
-def one_line(message: str) -> str:
-    """Escape what would break the line or the terminal (newlines, control characters from a file's bytes)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def main() -> None:

@@ -11,6 +11,11 @@ EXIT_USAGE = 2
 """Exit code for bad input: data, config, model or output folder."""
 
 
+def one_line(message: str) -> str:
+    """Escape what would break the line or the terminal (newlines, control characters from a file's bytes)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class TunesmithError(Exception):
     """Base of every error caused by the user's input rather than by a bug."""
 
