@@ -44,5 +44,11 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# Side by side with HF Trainer, pipeline and TRL on this machine (1.5-2 hours here; BENCH_ARGS="--reps 1 --sections sft" and the like run a part); writes bench/RESULTS.md.
+# TRL is only a contender: when it does not install, the generation table says so and tunesmith runs alone.
+bench: $(VENV)/.installed
+	$(PIP) install -q 'trl>=1.0' || echo "TRL did not install; bench/RESULTS.md will say so"
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(DEMO) $(DEMO_GEN) build src/*.egg-info .pytest_cache .ruff_cache

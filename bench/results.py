@@ -1,0 +1,130 @@
+"""RESULTS.md from the sections' JSON in bench/out/ (bench/run.py writes them; this only formats)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+INTEGER = ("samples/s", "tokens/s", "wall s", "peak RSS MiB")
+
+
+def cell(key: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if key in INTEGER:
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def table(rows: dict[str, dict[str, Any]], keys: list[str]) -> list[str]:
+    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    lines += [f"| {who} | " + " | ".join(cell(k, row[k]) for k in keys) + " |" for who, row in rows.items()]
+    return lines
+
+
+def ratio(a: dict[str, Any], b: dict[str, Any], keys: list[str]) -> dict[str, str]:
+    """a / b per column; accuracies as a difference in points, which is what the targets speak of."""
+    out = {}
+    for k in keys:
+        out[k] = f"{(a[k] - b[k]) * 100:+.1f} pt" if "accuracy" in k else f"{a[k] / b[k]:.2f}x"
+    return out
+
+
+def machine_lines(info: dict[str, Any]) -> list[str]:
+    return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in info.items()]]
+
+
+def train_lines(result: dict[str, Any]) -> list[str]:
+    keys = ["samples/s", "tokens/s", "MFU", "wall s", "peak RSS MiB", "dev accuracy"]
+    runs = result["runs"]
+    lines = []
+    for name, data in result["sets"].items():
+        lines += [
+            "",
+            f"**{name}**: {data['rows']:,} training rows, {data['tokens']:,} non-pad tokens, "
+            f"{data['flops'] / 1e12:.1f} TFLOP per epoch; scored on {Path(data['dev']).name}.",
+            "",
+        ]
+        rows: dict[str, dict[str, Any]] = {}
+        for precision in ("fp32", "bf16"):
+            ours, theirs = runs[f"{name} {precision} tunesmith"], runs[f"{name} {precision} trainer"]
+            rows[f"tunesmith {precision}"] = ours
+            rows[f"Trainer {precision}"] = theirs
+            rows[f"**tunesmith / Trainer, {precision}**"] = ratio(ours, theirs, keys)
+        fp32 = runs[f"{name} fp32 trainer"]
+        rows["**tunesmith bf16 / Trainer fp32**"] = ratio(runs[f"{name} bf16 tunesmith"], fp32, keys)
+        lines += table(rows, keys)
+    return lines
+
+
+def infer_lines(result: dict[str, Any]) -> list[str]:
+    keys = ["samples/s", "wall s", "peak RSS MiB", "agree with pipeline", "agree with torch", "accuracy"]
+    runs = dict(result["runs"])
+    base = runs["pipeline"]
+    for who in [w for w in runs if w != "pipeline"]:
+        runs[f"**{who} / pipeline**"] = ratio(runs[who], base, ["samples/s", "wall s", "peak RSS MiB"]) | {
+            k: "" for k in keys[3:]
+        }
+    lines = [
+        "",
+        f"{result['texts']:,} SST-2 texts the model did not train on, batch 32; samples/s counts the "
+        "prediction call alone, wall s the whole process (imports and loading included). "
+        f"Export took {result['export_s']['fp32']:.1f} s (fp32) and {result['export_s']['int8']:.1f} s (int8).",
+        "",
+    ]
+    return lines + table(runs, keys)
+
+
+def sft_lines(result: dict[str, Any]) -> list[str]:
+    keys = ["tokens/s", "samples/s", "wall s", "peak RSS MiB", "train loss"]
+    runs = dict(result["runs"])
+    if "trl" in runs:
+        runs["**tunesmith / TRL**"] = ratio(runs["tunesmith"], runs["trl"], keys[:-1]) | {"train loss": ""}
+    missing = (
+        []
+        if "trl" in runs
+        else ["", "TRL did not install on this machine (`pip install trl` failed): tunesmith ran alone."]
+    )
+    return [
+        "",
+        f"{result['examples']} GSM8K problems ({result['tokens']:,} tokens at max length {result['max_length']}), "
+        f"SmolLM2-135M-Instruct, 1 epoch, batch 8, lr 5e-5, {result['precision']}, no packing, "
+        "length-grouped batches, loss on the answer only.",
+        "",
+        *table(runs, keys),
+        *missing,
+    ]
+
+
+def render(out: Path, target: Path) -> None:
+    sections = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    first = next(iter(sections.values()), None)
+    lines = [
+        "# Benchmarks: tunesmith against the tools it replaces",
+        "",
+        "Written by `make bench` (bench/run.py). Each contender runs in its own process, alternating within "
+        "each repetition; every number is the median of the repetitions. MFU is model FLOPs per second "
+        "(6 per non-embedding parameter per non-pad token, plus attention) over the matmul peak measured in "
+        "the same run.",
+    ]
+    if first:
+        lines += ["", "## Machine", "", *machine_lines(first["machine"])]
+    titles = {
+        "train": "Training: tunesmith vs Hugging Face Trainer (MiniLM, 1 epoch, batch 32, lr 5e-5, max length 128)",
+        "infer": "Inference: `tunesmith predict` vs `transformers.pipeline`",
+        "sft": "Generative SFT: tunesmith vs TRL SFTTrainer",
+    }
+    render_section = {"train": train_lines, "infer": infer_lines, "sft": sft_lines}
+    for name, title in titles.items():
+        if name in sections:
+            s = sections[name]
+            lines += [
+                "",
+                f"## {title}",
+                "",
+                f"{s['reps']} repetitions, {s['date']}, commit {s['machine']['tunesmith commit']}, "
+                f"{s['minutes']:.0f} minutes.",
+            ]
+            lines += render_section[name](s)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
