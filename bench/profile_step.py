@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes) first.")
     args = parser.parse_args()
 
     from tunesmith.config import TrainConfig
@@ -50,6 +51,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = with_head(source, "classification", labels).train()
     optimizer = build_optimizer(model, TrainConfig())
+    if args.compile:
+        model = torch.compile(model, dynamic=True)
     batches = data.batches(0)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext()
     parts = dict.fromkeys(["collate", "forward", "loss", "backward", "clip", "optimizer"], 0.0)
@@ -79,8 +82,10 @@ def main() -> None:
             tokens += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
 
+    t = time.perf_counter()
     for rows_ in batches[:3]:
         step(rows_, False)
+    print(f"first 3 steps (warm-up{', compilation' if args.compile else ''}): {time.perf_counter() - t:.1f}s")
     measured = batches[3 : 3 + args.steps]
     for rows_ in measured:
         step(rows_, True)

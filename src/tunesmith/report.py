@@ -178,15 +178,7 @@ def parameter_drift(
     for name, _ in model.named_parameters():
         if name not in finetuned or name not in start:
             continue  # a weight tied to another is saved once
-        before = start[name].detach().float()
-        delta = finetuned[name].float() - before
-        stats = (
-            float((delta**2).sum()),
-            float((before**2).sum()),
-            float(delta.abs().max()),
-            int((delta != 0).sum()),
-            delta.numel(),
-        )
+        stats = _change(start[name].detach(), finetuned[name])
         params[name] = _ratios(*stats)
         group = lay.group(name)
         for key in {group, "blocks" if group.startswith("block ") else group, "all"}:
@@ -198,6 +190,23 @@ def parameter_drift(
         "totals": {t: _ratios(*sums[t]) for t in totals if t in sums},
         "parameters": params,
     }
+
+
+def _change(before: torch.Tensor, after: torch.Tensor, chunk: int = 1 << 20) -> tuple[float, float, float, int, int]:
+    """Σ(θ̃−θ̂)², Σθ̂², max|θ̃−θ̂|, entries changed, entries; a million entries at a time.
+
+    Drift runs at the end of training: a whole-matrix difference of the embeddings (and each temporary
+    of it) would add its size to the run's peak RSS.
+    """
+    d2 = a2 = peak = 0.0
+    moved = 0
+    for old, new in zip(before.reshape(-1).split(chunk), after.reshape(-1).split(chunk), strict=True):
+        delta = new.float() - old.float()
+        d2 += float(torch.linalg.vector_norm(delta)) ** 2
+        a2 += float(torch.linalg.vector_norm(old.float())) ** 2
+        peak = max(peak, float(delta.abs().max()))
+        moved += int(torch.count_nonzero(delta))
+    return d2, a2, peak, moved, before.numel()
 
 
 def _ratios(d2: float, a2: float, peak: float, moved: int, numel: int) -> dict[str, float]:

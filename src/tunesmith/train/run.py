@@ -14,13 +14,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -143,22 +142,41 @@ def run_drift(
 
 
 class TensorFile(Mapping[str, torch.Tensor]):
-    """A safetensors file read one tensor at a time: drift then holds no second or third copy of the model."""
+    """A safetensors file read one tensor at a time with plain reads.
+
+    Not safe_open: its memory map leaves every page it touched resident, so reading θ̂ and θ̃ for drift
+    would add both files' sizes to the run's peak RSS.
+    """
+
+    DTYPES: ClassVar[dict[str, torch.dtype]] = {
+        "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
+        "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    }  # fmt: skip
 
     def __init__(self, path: Path) -> None:
-        self._file = safe_open(str(path), "pt")
-        self._names = list(self._file.keys())
+        self.path = path
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            self._header = {k: v for k, v in json.loads(f.read(size)).items() if k != "__metadata__"}
+        self._start = 8 + size
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self._names:
-            raise KeyError(name)
-        return self._file.get_tensor(name)
+        entry = self._header[name]
+        begin, end = entry["data_offsets"]
+        with open(self.path, "rb") as f:
+            f.seek(self._start + begin)
+            data = bytearray(f.read(end - begin))
+        return (
+            torch.frombuffer(data, dtype=self.DTYPES[entry["dtype"]]).reshape(entry["shape"])
+            if data
+            else (torch.zeros(entry["shape"], dtype=self.DTYPES[entry["dtype"]]))
+        )
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return iter(self._header)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._header)
 
 
 def recompute_drift(run: RunInfo) -> dict[str, Any]:
@@ -346,6 +364,9 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
             e.args = (f"{e}; checkpoint saved, continue with: tunesmith resume {partial.with_suffix('')}",)
             raise
         fit_seconds = time.perf_counter() - fit_started  # the loop alone (this attempt), as trainer.train() counts
+    # Adam's moments (twice the model's size) are done with: saving, drift and scoring then stay under
+    # the loop's peak RSS instead of adding to it.
+    optimizer.state.clear()
     final = accelerator.unwrap_model(model)
     if generative:
         final.config.use_cache = True  # the saved config generates with a KV cache
