@@ -43,7 +43,8 @@ def train_lines(result: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"**{name}**: {data['rows']:,} training rows, {data['tokens']:,} non-pad tokens, "
-            f"{data['flops'] / 1e12:.1f} TFLOP per epoch; scored on {Path(data['dev']).name}.",
+            f"{data['flops'] / 1e12:.1f} TFLOP per epoch; scored on {Path(data['dev']).name}; "
+            f"{data.get('reps', result['reps'])} repetitions at commit {data.get('commit', '?')}.",
             "",
         ]
         rows: dict[str, dict[str, Any]] = {}

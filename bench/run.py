@@ -87,11 +87,15 @@ def machine() -> dict[str, Any]:
             info[package] = version(package)
         except Exception:
             info[package] = "not installed"
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH)
-    info["tunesmith commit"] = git.stdout.strip()
+    info["tunesmith commit"] = machine_commit()
     info["matmul peak fp32 GFLOP/s"] = round(matmul_peak("fp32"), 1)
     info["matmul peak bf16 GFLOP/s"] = round(matmul_peak("bf16"), 1)
     return info
+
+
+def machine_commit() -> str:
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH)
+    return git.stdout.strip()
 
 
 def minilm() -> str:
@@ -153,13 +157,16 @@ def median(records: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in records)
 
 
-def train_section(tmp: Path, reps: int, rows: int, peaks: dict[str, float]) -> dict[str, Any]:
-    sets = datasets(tmp, rows)
-    results: dict[str, Any] = {"sets": {}, "runs": {}}
+def train_section(tmp: Path, reps: int, rows: int, peaks: dict[str, float], only: list[str]) -> dict[str, Any]:
+    sets = {name: data for name, data in datasets(tmp, rows).items() if name in only}
+    previous = OUT / "train.json"  # a set not rerun keeps its earlier rows (each set says when it ran)
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {"sets": {}, "runs": {}}
+    commit = machine_commit()
     for name, data in sets.items():
         texts = read_texts(data["train"], data["text"])
         tokens, flops = model_flops(texts)
-        results["sets"][name] = {"rows": len(texts), "tokens": tokens, "flops": flops, **data}
+        results["sets"][name] = {"rows": len(texts), "tokens": tokens, "flops": flops, "reps": reps,
+                                 "commit": commit, **data}  # fmt: skip
         for precision in ("fp32", "bf16"):
             runs: dict[str, list[dict[str, Any]]] = {"tunesmith": [], "trainer": []}
             for rep in range(reps):
@@ -282,6 +289,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sft-examples", type=int, default=500)
     parser.add_argument("--sections", nargs="+", default=["train", "infer", "sft"], choices=["train", "infer", "sft"])
+    parser.add_argument("--sets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
     parser.add_argument("--work", type=Path, default=OUT / "work", help="Scratch folder for data and runs.")
     args = parser.parse_args()
     sys.path.insert(0, str(BENCH))
@@ -295,7 +303,7 @@ def main() -> None:
     for section in args.sections:
         started = time.perf_counter()
         if section == "train":
-            result = train_section(args.work, args.reps, args.rows, peaks)
+            result = train_section(args.work, args.reps, args.rows, peaks, args.sets)
         elif section == "infer":
             result = infer_section(args.work, args.reps, args.rows)
         else:

@@ -89,6 +89,37 @@ class Hooks:
     """Called as each epoch (0-based) starts or resumes: gradual unfreezing opens blocks here."""
 
 
+class NonFiniteSteps:
+    """Steps whose loss or gradient was NaN/inf, counted on the device and read only when the loop syncs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.steps = torch.zeros((), device=device)
+        self.items = torch.zeros((), device=device)
+        self.first = torch.zeros((), dtype=torch.long, device=device)
+
+    def add(self, bad: torch.Tensor, step: int, items: int) -> None:
+        """Record one step's flag (1.0 when skipped) without reading it."""
+        self.steps += bad
+        self.items += bad * items
+        self.first = torch.where((self.first == 0) & (bad > 0), step, self.first)
+
+    def settle(self, state: FitState, cfg: TrainConfig) -> int:
+        """Stop (on_nonfinite: stop) or count the skipped steps; returns the items they held."""
+        skipped = int(self.steps.item())
+        if not skipped:
+            return 0
+        if cfg.on_nonfinite == "stop":
+            raise NonFiniteError(
+                f"step {int(self.first.item())}: the loss or a gradient is NaN or infinite "
+                f"(likely causes: learning rate too high, lr {cfg.lr:g}; or bf16 overflow)"
+            )
+        state.skipped += skipped
+        items = int(self.items.item())
+        for counter in (self.steps, self.items, self.first):
+            counter.zero_()
+        return items
+
+
 def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
     """Optimiser steps in an epoch; a short last group of micro-batches is still a step."""
     return math.ceil(num_batches / grad_accum)
@@ -111,6 +142,9 @@ def fit(
     procs, rank = accelerator.num_processes, accelerator.process_index
     total = cfg.epochs * steps_per_epoch(len(data.batches(0)) // procs, cfg.grad_accum)
     window = torch.tensor(state.window_loss, device=accelerator.device)  # stays on device: no sync per step
+    nonfinite = NonFiniteSteps(accelerator.device)
+    inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper, the torch optimizer
+    fused = bool(inner.defaults.get("fused"))  # fused Adam(W)/SGD skip a step on found_inf == 1 by themselves
     window_start, last_save = time.perf_counter(), time.monotonic()
     model.train()
     for epoch in range(state.epoch_index, cfg.epochs):
@@ -138,51 +172,56 @@ def fit(
                     accelerator.backward(loss)
                 step_loss += loss_sum.detach().float()  # detached: no graph is kept alive
             # The gradient norm is computed anyway for clipping; NaN/inf in the loss or any gradient
-            # reaches norm + loss, so one check (the one sync per step) covers both.
+            # reaches norm + loss, so one flag covers both. It stays on the device: the fused optimizer
+            # reads it and leaves the weights (and its step count) as they were when it is 1, as under a
+            # GradScaler, so no step waits for the host; the flags are read only when the loop syncs anyway.
             norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
             state.step, state.group = state.step + 1, state.group + 1
-            if not torch.isfinite(norm + step_loss):
-                if cfg.on_nonfinite == "stop":
-                    raise NonFiniteError(
-                        f"step {state.step}: the loss or a gradient is NaN or infinite "
-                        f"(likely causes: learning rate too high, lr {cfg.lr:g}; or bf16 overflow)"
-                    )
-                state.skipped += 1  # the data moves on and the schedule too; the weights do not
-            else:
+            bad = (~torch.isfinite(norm + step_loss)).float()
+            if fused:
+                inner.found_inf = bad
                 optimizer.step()
-                window += step_loss
-                state.window_items += sum(data.items(rows) for rows in group)
-            scheduler.step()
+            elif not bad.item():  # an optimizer that cannot read the flag itself: this step waits for the host
+                optimizer.step()
+            window += torch.where(bad > 0, 0.0, step_loss)
+            local_items = sum(data.items(rows) for rows in group)
+            state.window_items += local_items
+            nonfinite.add(bad, state.step, local_items)
+            scheduler.step()  # the data moves on and the schedule too, past a skipped step
             optimizer.zero_grad(set_to_none=True)
             end_of_epoch = state.group == len(groups)
             if end_of_epoch:
                 state.epoch_index, state.group = epoch + 1, 0
             hooks.reporter.advance(state.step, total)
-            if state.step % cfg.log_every == 0 or state.step == total:
+            log = state.step % cfg.log_every == 0 or state.step == total
+            due = (eval_cfg.every_steps and state.step % eval_cfg.every_steps == 0) or (
+                end_of_epoch and (eval_cfg.every_steps is None or state.step == total)
+            )
+            signum = hooks.stop_requested()
+            minutes = cfg.save_every_minutes and time.monotonic() - last_save >= 60 * cfg.save_every_minutes
+            save = hooks.checkpoint and (signum or minutes or (cfg.save_every and state.step % cfg.save_every == 0))
+            if log or due or save:  # the one host sync: before anything is logged, scored or saved
+                state.window_items -= nonfinite.settle(state, cfg)
+            if log:
                 elapsed = time.perf_counter() - window_start
                 hooks.reporter.log(
                     {
                         "step": state.step,
                         "epoch": round(epoch + (state.group or len(groups)) / len(groups), 4),
-                        "loss": window.item() / max(state.window_items, 1),  # .item() syncs: only at log steps
+                        "loss": window.item() / max(state.window_items, 1),
                         "lr": scheduler.get_last_lr()[0],
                         f"{getattr(data, 'unit', 'samples')}_per_s": state.window_items * procs / elapsed,
                     }
                 )
                 window.zero_()
                 state.window_items, window_start = 0, time.perf_counter()
-            due = (eval_cfg.every_steps and state.step % eval_cfg.every_steps == 0) or (
-                end_of_epoch and (eval_cfg.every_steps is None or state.step == total)
-            )
             if hooks.evaluate and due:
                 _evaluate(state, epoch + 1, hooks, eval_cfg)
                 model.train()
             if hooks.evaluate is None and state.step == total:
                 state.best = {"step": state.step, "epoch": epoch + 1}
                 hooks.on_best(state)
-            signum = hooks.stop_requested()
-            minutes = cfg.save_every_minutes and time.monotonic() - last_save >= 60 * cfg.save_every_minutes
-            if hooks.checkpoint and (signum or minutes or (cfg.save_every and state.step % cfg.save_every == 0)):
+            if save:
                 state.window_loss = window.item()
                 hooks.checkpoint(state)
                 last_save = time.monotonic()
