@@ -12,10 +12,12 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
+
+import torch
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ConfigError, DiskError, ModelError
@@ -205,3 +207,41 @@ def environment() -> dict[str, Any]:
         "cwd": os.getcwd(),
         "git": {"commit": commit, "dirty": dirty} if commit else None,
     }
+
+
+class TensorFile(Mapping[str, torch.Tensor]):
+    """A safetensors file read one tensor at a time with plain reads.
+
+    Not safe_open: its memory map leaves every page it touched resident, so reading θ̂ and θ̃ for drift
+    would add both files' sizes to the run's peak RSS.
+    """
+
+    DTYPES: ClassVar[dict[str, torch.dtype]] = {
+        "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
+        "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    }  # fmt: skip
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            self._header = {k: v for k, v in json.loads(f.read(size)).items() if k != "__metadata__"}
+        self._start = 8 + size
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        entry = self._header[name]
+        begin, end = entry["data_offsets"]
+        with open(self.path, "rb") as f:
+            f.seek(self._start + begin)
+            data = bytearray(f.read(end - begin))
+        return (
+            torch.frombuffer(data, dtype=self.DTYPES[entry["dtype"]]).reshape(entry["shape"])
+            if data
+            else (torch.zeros(entry["shape"], dtype=self.DTYPES[entry["dtype"]]))
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._header)
+
+    def __len__(self) -> int:
+        return len(self._header)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -33,7 +33,7 @@ from tunesmith.model.heads import head_parameter_names, with_head
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_unfreezing, is_adapter
 from tunesmith.report import Reporter, console, parameter_drift, print_metrics
-from tunesmith.runs import RUN_FILE, RunInfo, abandon, begin, environment, finish, write_json
+from tunesmith.runs import RUN_FILE, RunInfo, TensorFile, abandon, begin, environment, finish, write_json
 from tunesmith.train import checkpoint
 from tunesmith.train.loop import FitState, Hooks, fit, steps_per_epoch
 from tunesmith.train.optim import build_optimizer, build_scheduler
@@ -139,44 +139,6 @@ def run_drift(
     else:
         start = TensorFile(snapshot)
     return parameter_drift(model, start, TensorFile(folder / "model.safetensors"))
-
-
-class TensorFile(Mapping[str, torch.Tensor]):
-    """A safetensors file read one tensor at a time with plain reads.
-
-    Not safe_open: its memory map leaves every page it touched resident, so reading θ̂ and θ̃ for drift
-    would add both files' sizes to the run's peak RSS.
-    """
-
-    DTYPES: ClassVar[dict[str, torch.dtype]] = {
-        "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
-        "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-    }  # fmt: skip
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            self._header = {k: v for k, v in json.loads(f.read(size)).items() if k != "__metadata__"}
-        self._start = 8 + size
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        entry = self._header[name]
-        begin, end = entry["data_offsets"]
-        with open(self.path, "rb") as f:
-            f.seek(self._start + begin)
-            data = bytearray(f.read(end - begin))
-        return (
-            torch.frombuffer(data, dtype=self.DTYPES[entry["dtype"]]).reshape(entry["shape"])
-            if data
-            else (torch.zeros(entry["shape"], dtype=self.DTYPES[entry["dtype"]]))
-        )
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._header)
-
-    def __len__(self) -> int:
-        return len(self._header)
 
 
 def recompute_drift(run: RunInfo) -> dict[str, Any]:
