@@ -231,14 +231,12 @@ class TensorFile(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         entry = self._header[name]
         begin, end = entry["data_offsets"]
+        dtype = self.DTYPES[entry["dtype"]]
+        if begin == end:  # torch.frombuffer refuses an empty buffer
+            return torch.zeros(entry["shape"], dtype=dtype)
         with open(self.path, "rb") as f:
             f.seek(self._start + begin)
-            data = bytearray(f.read(end - begin))
-        return (
-            torch.frombuffer(data, dtype=self.DTYPES[entry["dtype"]]).reshape(entry["shape"])
-            if data
-            else (torch.zeros(entry["shape"], dtype=self.DTYPES[entry["dtype"]]))
-        )
+            return torch.frombuffer(bytearray(f.read(end - begin)), dtype=dtype).reshape(entry["shape"])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._header)
