@@ -92,7 +92,7 @@ def sft_lines(result: dict[str, Any]) -> list[str]:
         "",
         f"{result['examples']} GSM8K problems ({result['tokens']:,} tokens at max length {result['max_length']}), "
         f"SmolLM2-135M-Instruct, 1 epoch, batch 8, lr 5e-5, {result['precision']}, no packing, "
-        "length-grouped batches, loss on the answer only.",
+        "length-grouped batches, loss on the answer only, no gradient checkpointing (TRL's SFTConfig default is on).",
         "",
         *table(runs, keys),
         *missing,
