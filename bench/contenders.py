@@ -34,7 +34,7 @@ def train_tunesmith(a: dict[str, Any]) -> dict[str, Any]:
 
     result = tunesmith.finetune(
         a["train"], a["model"], a["out"], epochs=1, batch_size=32, lr=5e-5, max_length=128, eval_split=0.0,
-        seed=a["seed"], quiet=True, precision=a["precision"],
+        seed=a["seed"], quiet=True, precision=a["precision"], overwrite=True,
     )  # fmt: skip
     fit_s = json.loads((result.path / "tunesmith.json").read_text())["fit_seconds"]
     return {"seconds": fit_s, "accuracy": tunesmith.evaluate(result.path, a["dev"])["accuracy"]}
@@ -100,7 +100,8 @@ def sft_tunesmith(a: dict[str, Any]) -> dict[str, Any]:
 
     result = tunesmith.finetune(
         a["train"], a["model"], a["out"], epochs=1, batch_size=8, lr=5e-5, max_length=a["max_length"],
-        eval_split=0.0, seed=a["seed"], quiet=True, precision=a["precision"], **{"task.type": "generate"},
+        eval_split=0.0, seed=a["seed"], quiet=True, precision=a["precision"], overwrite=True,
+        **{"task.type": "generate"},
     )  # fmt: skip
     fit_s = json.loads((result.path / "tunesmith.json").read_text())["fit_seconds"]
     logs = [json.loads(line) for line in (result.path / "metrics.jsonl").read_text().splitlines()]
