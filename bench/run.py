@@ -35,6 +35,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 SHARED = BENCH.parents[1] / "shared" / "data"
 OUT = BENCH / "out"
+sys.path.insert(0, str(BENCH))
+from contenders import read_table  # noqa: E402  (one reader of the bench files, here and in contenders)
+
 SEED = 42
 
 
@@ -148,11 +151,6 @@ def datasets(tmp: Path, rows: int) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
-def read_texts(path: str, column: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [r[column] for r in csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")]
-
-
 def median(records: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in records)
 
@@ -163,7 +161,7 @@ def train_section(tmp: Path, reps: int, rows: int, peaks: dict[str, float], only
     results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {"sets": {}, "runs": {}}
     commit = machine_commit()
     for name, data in sets.items():
-        texts = read_texts(data["train"], data["text"])
+        texts, _ = read_table(data["train"], data["text"], None)
         tokens, flops = model_flops(texts)
         results["sets"][name] = {"rows": len(texts), "tokens": tokens, "flops": flops, "reps": reps,
                                  "commit": commit, **data}  # fmt: skip
@@ -199,7 +197,7 @@ def infer_section(tmp: Path, reps: int, rows: int) -> dict[str, Any]:
         t = time.perf_counter()
         subprocess.run([tunesmith, "export", str(run), "--format", "onnx", *quantize], check=True)
         exports["int8" if quantize else "fp32"] = time.perf_counter() - t
-    gold = [r for r in read_texts(data["unseen"], "label")]
+    gold, _ = read_table(data["unseen"], "label", None)
     whos = {"pipeline": None, "tunesmith torch": "torch", "tunesmith onnx": "onnx", "tunesmith onnx-int8": "onnx-int8"}
     runs: dict[str, list[dict[str, Any]]] = {who: [] for who in whos}
     for rep in range(reps):
