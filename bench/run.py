@@ -57,17 +57,24 @@ def contender(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 20) -> float:
-    """GFLOP/s of a square matmul at this machine's thread count: the denominator of MFU."""
+    """GFLOP/s of a square matmul on the device the contenders train on (a GPU where there is one, else
+    the CPU at this machine's thread count): the denominator of MFU."""
     import torch
 
+    cuda = torch.cuda.is_available()
+    device, n = ("cuda", 8192) if cuda else ("cpu", n)  # a GPU needs a bigger product to reach its peak
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(reps):
+        if cuda:
+            torch.cuda.synchronize()
         t = time.perf_counter()
         a @ b
+        if cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 
@@ -85,6 +92,8 @@ def machine() -> dict[str, Any]:
             wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
             info["flags"] = " ".join(f for f in wanted if f in flags)
     info["cores"] = len([ln for ln in cpu.splitlines() if ln.startswith("processor")])
+    if torch.cuda.is_available():  # the contenders train there, and MFU's peak is measured there
+        info["gpu"] = torch.cuda.get_device_name(0)
     for package in ("torch", "transformers", "accelerate", "datasets", "trl", "onnxruntime", "tunesmith"):
         try:
             info[package] = version(package)

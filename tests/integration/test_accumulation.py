@@ -49,7 +49,8 @@ def train_once(batches, grad_accum):
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    model = BertForSequenceClassification(config)
+    accelerator = Accelerator()
+    model = BertForSequenceClassification(config).to(accelerator.device)  # fit moves batches there, not the model
     gen = torch.Generator().manual_seed(1)
     ids = [torch.randint(1, 60, (int(n),), generator=gen).tolist() for n in torch.randint(3, 12, (12,), generator=gen)]
     labels = torch.randint(0, 3, (12,), generator=gen).tolist()
@@ -64,12 +65,12 @@ def train_once(batches, grad_accum):
         FixedBatches(ids, labels, batches),
         opt,
         sched,
-        Accelerator(),
+        accelerator,
         cfg,
         EvalConfig(),
         Hooks(NoReport()),
     )
-    return model.state_dict()
+    return {k: v.cpu() for k, v in model.state_dict().items()}
 
 
 def test_accumulated_micro_batches_equal_one_big_batch():

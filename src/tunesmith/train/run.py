@@ -255,11 +255,13 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
-    regularizer = l2sp_regularizer(model, cfg.strategy.l2sp) if cfg.strategy.l2sp > 0 else None
     batches = len(recipe.train_set.batches(0)) // accelerator.num_processes
     total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.train, total)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # After prepare: θ̂'s copy must sit on the device the parameters moved to (a GPU's, not the CPU's).
+    l2sp = cfg.strategy.l2sp
+    regularizer = l2sp_regularizer(accelerator.unwrap_model(model), l2sp) if l2sp > 0 else None
     state, last = None, checkpoint.latest(partial) if cfg.resume else None
     if last is not None:
         state = checkpoint.load(last, accelerator.unwrap_model(model), optimizer, scheduler)
