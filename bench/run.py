@@ -4,9 +4,9 @@ Sections (each its own JSON in bench/out/, so one can be rerun alone; RESULTS.md
 - train: tunesmith vs Hugging Face Trainer (dynamic padding, length-grouped batches) fine-tuning the
   packaged MiniLM on 10,000 SST-2 rows (dev: sst2/dev.tsv) and on TREC coarse (test: TREC_10), 1 epoch,
   batch 32, lr 5e-5, max length 128, seed 42, in fp32 and in bf16;
-- infer: `tunesmith predict` through each backend (torch, onnx, onnx-int8) vs
+- infer: `tunesmith predict` through each backend (torch, onnx, onnx-int8, onnx-int8-dynamic) vs
   `transformers.pipeline("text-classification", batch_size=32)` on 10,000 unseen SST-2 texts, with the
-  model the first tunesmith SST-2 fp32 run fine-tuned;
+  model the first tunesmith SST-2 fp32 run fine-tuned, and agreement also on sst2/dev.tsv;
 - sft: SFT of SmolLM2-135M-Instruct on 500 GSM8K problems, tunesmith vs TRL's SFTTrainer.
 
 Contenders alternate within each repetition and each runs in its own process (bench/contenders.py):
@@ -37,6 +37,8 @@ SHARED = BENCH.parents[1] / "shared" / "data"
 OUT = BENCH / "out"
 sys.path.insert(0, str(BENCH))
 from contenders import read_table  # noqa: E402  (one reader of the bench files, here and in contenders)
+
+from tunesmith.export import QUANTIZE  # noqa: E402
 
 SEED = 42
 
@@ -202,12 +204,14 @@ def infer_section(tmp: Path, reps: int, rows: int) -> dict[str, Any]:
                    "precision": "fp32", "tag": "model for inference", **data})  # fmt: skip
     tunesmith = str(Path(sys.executable).with_name("tunesmith"))
     exports = {}
-    for quantize in ([], ["--quantize", "int8"]):
+    for quantize in (None, *QUANTIZE):
         t = time.perf_counter()
-        subprocess.run([tunesmith, "export", str(run), "--format", "onnx", *quantize], check=True)
-        exports["int8" if quantize else "fp32"] = time.perf_counter() - t
+        flags = ["--quantize", quantize] if quantize else []
+        subprocess.run([tunesmith, "export", str(run), "--format", "onnx", *flags], check=True)
+        exports[quantize or "fp32"] = time.perf_counter() - t
     gold, _ = read_table(data["unseen"], "label", None)
-    whos = {"pipeline": None, "tunesmith torch": "torch", "tunesmith onnx": "onnx", "tunesmith onnx-int8": "onnx-int8"}
+    whos = {"pipeline": None, "tunesmith torch": "torch", "tunesmith onnx": "onnx"}
+    whos.update({f"tunesmith onnx-{q}": f"onnx-{q}" for q in QUANTIZE})
     runs: dict[str, list[dict[str, Any]]] = {who: [] for who in whos}
     for rep in range(reps):
         for who, backend in whos.items():
@@ -215,6 +219,11 @@ def infer_section(tmp: Path, reps: int, rows: int) -> dict[str, Any]:
                        "text": "sentence", "backend": backend, "tag": f"{who} rep {rep}"}  # fmt: skip
             runs[who].append(contender(payload))
     reference, torch_labels = runs["pipeline"][0]["labels"], runs["tunesmith torch"][0]["labels"]
+    dev = str(SHARED / "sst2" / "dev.tsv")  # the set the agreement bar is on; once, untimed
+    dev_gold, _ = read_table(dev, "label", None)
+    on_dev = {who: contender({"job": "infer", "who": who.split()[0], "run": str(run), "texts": dev,
+                              "text": "sentence", "backend": backend, "tag": f"{who} dev"})["labels"]
+              for who, backend in whos.items()}  # fmt: skip
 
     def share(a: list[str], b: list[str]) -> float:
         return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
@@ -226,6 +235,8 @@ def infer_section(tmp: Path, reps: int, rows: int) -> dict[str, Any]:
             "samples/s": len(gold) / median(records, "seconds"), "wall s": median(records, "wall_s"),
             "peak RSS MiB": median(records, "peak_rss_mib"), "agree with pipeline": share(labels, reference),
             "agree with torch": share(labels, torch_labels), "accuracy": share(labels, gold),
+            "agree with torch, dev": share(on_dev[who], on_dev["tunesmith torch"]),
+            "dev accuracy": share(on_dev[who], dev_gold),
         }  # fmt: skip
     export_info = (
         json.loads((run / "onnx" / "export.json").read_text()) if (run / "onnx" / "export.json").exists() else {}

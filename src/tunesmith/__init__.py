@@ -39,8 +39,8 @@ def load(path: str | Path, batch_size: int = 64, backend: str = "torch"):
     """A Predictor for a classification run folder: ``load("runs/support").predict(["I was charged twice"])``;
     a Generator for a generate run: ``load("runs/triage").generate(["Summarise: ..."])``.
 
-    backend runs a classifier with torch, or with ONNX Runtime ("onnx", "onnx-int8") once the run has been
-    exported (tunesmith.export.export_onnx, or ``tunesmith export RUN --format onnx``).
+    backend runs a classifier with torch, or with ONNX Runtime ("onnx", "onnx-int8", "onnx-int8-dynamic") once
+    the run has been exported (tunesmith.export.export_onnx, or ``tunesmith export RUN --format onnx``).
     """
     from tunesmith.runs import read_run
 

@@ -257,7 +257,7 @@ def predict(
     temperature: Annotated[float, Opt(help="generate: 0 is greedy (default); above 0 samples.")] = 0.0,
     top_p: Annotated[float, Opt(help="generate: nucleus sampling mass (with --temperature).")] = 1.0,
     seed: Annotated[int, Opt(help="generate: seed of sampling.")] = 0,
-    backend: Annotated[str, Opt(help="torch, onnx or onnx-int8 (after tunesmith export).")] = "torch",
+    backend: Annotated[str, Opt(help="torch, or onnx, onnx-int8, onnx-int8-dynamic after tunesmith export.")] = "torch",
 ) -> None:
     """Label texts with a classification run, or reply to prompts with a generate run (JSONL, input order)."""
     from tunesmith.report import console
@@ -285,9 +285,11 @@ def predict(
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder of a classification run.")],
     format_: Annotated[str, Opt("--format", help="onnx (the only format so far): RUN/onnx/model.onnx.")] = "onnx",
-    quantize: Annotated[str | None, Opt(help="int8: also write RUN/onnx/model.int8.onnx, quantised.")] = None,
+    quantize: Annotated[
+        str | None, Opt(help="int8, or int8-dynamic (faster, less exact): also write RUN/onnx/model.<it>.onnx.")
+    ] = None,
 ) -> None:
-    """Export a classification run for fast CPU inference: predict --backend onnx (or onnx-int8)."""
+    """Export a classification run for fast CPU inference: predict --backend onnx (or onnx-<quantize>)."""
     from tunesmith.export import export_run
 
     print(export_run(run_dir, format_, quantize))

@@ -26,7 +26,7 @@ from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import quiet_transformers
 from tunesmith.runs import atomic_output, read_run
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-dynamic")
 """What runs θ̃: torch, or its ONNX export (fp32 or int8) in ONNX Runtime on the CPU."""
 
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -77,7 +77,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, path: str | Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
-        """Load θ̃ (run by backend: torch, onnx or onnx-int8), its tokenizer and label space from a run folder."""
+        """Load θ̃ (run by backend: torch, or one of the ONNX files), its tokenizer and label space from a run folder."""
         if backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
         run = read_run(path)

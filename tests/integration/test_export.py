@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import sys
 
@@ -31,7 +32,11 @@ def copy_run(tiny_run, folder):
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
     run = copy_run(tiny_run, tmp_path_factory.mktemp("export"))
-    assert export_onnx(run, "int8") == run / ONNX_DIR / FILES["onnx-int8"]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    for quantize in ("int8", "int8-dynamic"):
+        assert export_onnx(run, quantize) == run / ONNX_DIR / FILES[f"onnx-{quantize}"]
+    assert (root.handlers, root.level) == (handlers, level), "ONNX Runtime's quantisers left root logging as it was"
     return run
 
 
@@ -48,12 +53,19 @@ def test_export_writes_both_files_and_a_record_with_dynamic_axes(exported):
     import onnx
 
     folder = exported / ONNX_DIR
-    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"], "no tmp"
+    names = ["export.json", "model.int8-dynamic.onnx", "model.int8.onnx", "model.onnx"]
+    assert sorted(p.name for p in folder.iterdir()) == names, "no temporary file left"
     record = json.loads((folder / RECORD).read_text())
     assert record["opset"] == 17 and record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert record["files"]["model.onnx"]["max_abs_diff"] < 1e-5
-    assert record["files"]["model.int8.onnx"]["quantize"]["weight_type"] == "QInt8"
+    assert record["files"]["model.int8.onnx"]["quantize"]["block_size"] == 64, "the first export's entry is kept"
+    assert record["files"]["model.int8-dynamic.onnx"]["quantize"]["weight_type"] == "QInt8"
     graph = onnx.load(str(folder / "model.onnx")).graph
+    weights = {t.name for t in graph.initializer}
+    weighted = sum(n.op_type == "MatMul" and n.input[1] in weights for n in graph.node)  # not QK^T, AV
+    ops = {name: [n.op_type for n in onnx.load(str(folder / name)).graph.node] for name in names[1:3]}
+    assert ops["model.int8.onnx"].count("MatMulNBits") == weighted > 0, "every weight matmul quantised"
+    assert ops["model.int8-dynamic.onnx"].count("DynamicQuantizeLinear") > 0
     dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert dims == {name: ["batch", "sequence"] for name in record["inputs"]}
     assert [o.name for o in graph.output] == ["logits"]
@@ -69,13 +81,14 @@ def test_onnx_backend_gives_torch_logits(exported):
     assert agree >= 0.995
 
 
-def test_int8_backend_keeps_the_predictions(exported):
+@pytest.mark.parametrize(("backend", "least"), [("onnx-int8", 0.995), ("onnx-int8-dynamic", 0.99)])
+def test_int8_backends_keep_the_predictions(exported, backend, least):
     expected = Predictor.from_run(exported).predict_proba(TEXTS)
-    got = tunesmith.load(exported, backend="onnx-int8").predict_proba(TEXTS)
-    # Measured: all 300 (and 1000 of 1000) predictions equal torch's under every int8 setting tried, with
-    # max |p - p_torch| about 2e-3: the tiny model's keyword task leaves wide margins. 0.99 leaves room for a
-    # borderline text or two to flip under another CPU's int8 kernels, while a broken quantisation fails.
-    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.99
+    got = tunesmith.load(exported, backend=backend).predict_proba(TEXTS)
+    # Measured here: all 300 predictions equal torch's under both, max |p - p_torch| about 2e-3: the tiny
+    # model's keyword task leaves wide margins. onnx-int8 is held to the 99.5% it is made for; the dynamic
+    # file gets room for a borderline text or two (it flips more on real models), while a broken one fails.
+    assert np.mean(got.argmax(1) == expected.argmax(1)) >= least
     assert np.abs(got - expected).max() < 0.05
 
 
@@ -136,7 +149,7 @@ def test_a_failed_export_leaves_the_earlier_files_whole(exported, tmp_path, monk
     run = shutil.copytree(exported, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in (run / ONNX_DIR).iterdir()}
 
-    def broken(fp32, out):
+    def broken(fp32, out, name):
         out.write_bytes(b"half a model")
         raise RuntimeError("killed mid-write")
 
