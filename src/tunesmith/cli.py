@@ -48,6 +48,9 @@ def train(
     response_column: Annotated[str | None, Opt(help="generate: response column (found by name when unset).")] = None,
     template: Annotated[str | None, Opt(help="generate: auto (default), chat (the tokenizer's) or plain.")] = None,
     packing: Annotated[bool, Opt(help="generate: pack samples into full rows, no attention across them.")] = False,
+    gradient_checkpointing: Annotated[
+        bool, Opt(help="Recompute activations in backward: less memory, slower.")
+    ] = False,
     answer_pattern: Annotated[
         str | None, Opt(help="generate: regex whose group 1 is the answer for exact match, e.g. '#### (.+)'.")
     ] = None,
@@ -104,6 +107,7 @@ def train(
         "data.response_column": response_column,
         "task.template": template,
         "train.packing": packing or None,
+        "train.gradient_checkpointing": gradient_checkpointing or None,
         "eval.answer_pattern": answer_pattern,
         "eval.max_new_tokens": max_new_tokens,
         "eval.generate_samples": generate_samples,

@@ -241,6 +241,36 @@ def test_lora_is_merged_on_save(tiny_llama, tmp_path):
     assert drift["totals"]["blocks"]["relative"] > 0
 
 
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_gradient_checkpointing_recomputes_and_changes_no_weight(tiny_llama, tmp_path, monkeypatch, strategy):
+    import transformers.modeling_utils as modeling_utils
+    from safetensors.torch import load_file
+
+    from tunesmith import finetune
+
+    train = write_rows(tmp_path / "train.jsonl", make_pairs(40, seed=1))
+    calls = []
+    real = modeling_utils.checkpoint  # what gradient_checkpointing_enable wraps the layers' forwards in
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("use_reentrant"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "checkpoint", counted)
+    weights = {}
+    for checkpointing in (False, True):
+        result = finetune(
+            str(train), model=tiny_llama, output=str(tmp_path / f"run-{checkpointing}"), epochs=1, batch_size=8,
+            strategy=strategy, lr=1e-2, quiet=True, generate_samples=0, gradient_checkpointing=checkpointing,
+        )  # fmt: skip
+        weights[checkpointing] = load_file(result.path / "model.safetensors")
+        recorded = json.loads((result.path / "tunesmith.json").read_text())["config"]["train"]
+        assert recorded["gradient_checkpointing"] is checkpointing
+    assert calls and set(calls) == {False}, "the layers ran under non-reentrant checkpointing, and only when asked"
+    for name, tensor in weights[False].items():
+        assert torch.allclose(weights[True][name], tensor, atol=1e-6), name  # the same gradients, recomputed
+
+
 def test_generation_data_errors_name_row_and_column(tiny_llama, tmp_path, cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(

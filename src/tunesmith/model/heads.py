@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
-from tunesmith.errors import ModelError
+from tunesmith.errors import ConfigError, ModelError
 from tunesmith.model.pretrained import ModelSource, check_weights, load_errors, quiet_transformers
 
 TASK_MODELS = {"classification": AutoModelForSequenceClassification, "generate": AutoModelForCausalLM}
@@ -116,3 +116,18 @@ def head_parameter_names(model: torch.nn.Module) -> set[str]:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = {id(p) for p in inner.base_model.parameters()}
     return {name for name, p in model.named_parameters() if id(p) not in backbone}
+
+
+def checkpoint_activations(model: PreTrainedModel, name: str) -> None:
+    """Keep only each block's input in the forward pass and recompute the rest in backward (--gradient-checkpointing).
+
+    Non-reentrant: the blocks' weights get gradients even when their inputs need none (frozen embeddings,
+    LoRA), and dropout masks are replayed exactly, so the weights come out the same.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"--gradient-checkpointing: {name} does not support it; leave it off")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # its name since transformers 5.x; the old one warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -29,7 +29,7 @@ from tunesmith.data.sft import SFTData
 from tunesmith.data.validate import LabeledData, sha256_of
 from tunesmith.errors import ConfigError, DiskError, Interrupted, ModelError, TunesmithError
 from tunesmith.losses import l2sp_penalty
-from tunesmith.model.heads import head_parameter_names, with_head
+from tunesmith.model.heads import checkpoint_activations, head_parameter_names, with_head
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_unfreezing, is_adapter
 from tunesmith.report import Reporter, console, parameter_drift, print_metrics
@@ -250,6 +250,8 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
     generative = cfg.task.type == "generate"
     if generative:  # no KV cache while training: it would also hide the packed-sequence positions from the mask
         model.config.use_cache = False
+    if cfg.train.gradient_checkpointing:
+        checkpoint_activations(model, source.name)
     counts = {
         "total": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
