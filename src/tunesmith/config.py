@@ -176,7 +176,7 @@ class TrainConfig:
     """A NaN or infinite loss or gradient: stop (keeping the last good checkpoint), or skip the step."""
     gradient_checkpointing: bool = False
     """Keep only each layer's input in the forward pass and recompute the rest in backward: less activation
-    memory for about a third more compute (TRL's SFTConfig turns it on by default; tunesmith leaves it off)."""
+    memory for one more forward pass per step (TRL's SFTConfig turns it on by default; tunesmith leaves it off)."""
     packing: bool = False
     """generate: concatenate samples into rows of model.max_length (batch_size rows per micro-batch), each
     sample attending only to itself; no compute is spent on padding."""
