@@ -32,18 +32,17 @@ QUANTIZE = {
     "int8": {"method": "MatMulNBits", "bits": 8, "block_size": 64, "is_symmetric": True, "accuracy_level": 4},
     "int8-dynamic": {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": True},
 }
-"""The two int8 files export --quantize writes, each run by backend onnx-<name>. Measured on a MiniLM SST-2
-run (bench/RESULTS.md has the full-size numbers), as the share of predictions equal to torch's and the speed
-against the fp32 file:
+"""The two int8 files export --quantize writes, each run by backend onnx-<name>. Measured by `make bench` on
+a MiniLM SST-2 run, as the share of predictions equal to torch's (872 dev texts; 10,000 unseen ones) and the
+speed against the fp32 file:
 - int8: int8 weights with one scale per 64 inputs of each output, and the activations quantised to int8 per
-  64 values of each token at run time (accuracy_level 4, ONNX Runtime's int8 kernels). 99.5% of the 872
-  dev texts and 99.6% of 10,000 unseen ones, 1.2-1.3x fp32. Blocks of 32 agree a little more (99.7%) but
-  run no faster than fp32; blocks of 128 agree less (99.3%).
+  64 values of each token at run time (accuracy_level 4: ONNX Runtime's int8 kernels). 99.5% and 99.6%,
+  1.1x fp32. Blocks of 32 agreed on 99.7% of both but ran no faster than fp32; blocks of 128 on 99.3% of dev.
 - int8-dynamic: int8 weights with one scale per output channel (in 7 bits, reduce_range, which avoids the
   int16 overflow of ONNX Runtime's int8 kernels on CPUs without VNNI), and each activation matrix
-  quantised with one scale per batch. Faster (1.6-2x fp32), but 97.6% and 98.4%: one scale for a whole
-  batch is coarse next to BERT's outlier channels; its two feed-forward matmuls alone flip 2% of the dev
-  texts. Every flip seen was a text torch itself scored within 0.15 of a tie.
+  quantised with one scale for the whole batch. 2x fp32, but 97.6% and 98.4%: one scale per batch is coarse
+  next to BERT's outlier channels, and either feed-forward matmul alone flips 2% of the dev texts. Every flip
+  seen was a text torch itself scored within 0.15 of a tie.
 """
 FILES = {"onnx": "model.onnx", **{f"onnx-{name}": f"model.{name}.onnx" for name in QUANTIZE}}
 """The file each ONNX backend of Predictor runs."""
