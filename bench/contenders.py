@@ -101,7 +101,7 @@ def sft_tunesmith(a: dict[str, Any]) -> dict[str, Any]:
     result = tunesmith.finetune(
         a["train"], a["model"], a["out"], epochs=1, batch_size=8, lr=5e-5, max_length=a["max_length"],
         eval_split=0.0, seed=a["seed"], quiet=True, precision=a["precision"], overwrite=True,
-        **{"task.type": "generate"},
+        gradient_checkpointing=a.get("gradient_checkpointing", False), **{"task.type": "generate"},
     )  # fmt: skip
     fit_s = json.loads((result.path / "tunesmith.json").read_text())["fit_seconds"]
     logs = [json.loads(line) for line in (result.path / "metrics.jsonl").read_text().splitlines()]
@@ -127,13 +127,13 @@ def sft_trl(a: dict[str, Any]) -> dict[str, Any]:
     args = SFTConfig(
         output_dir=a["out"], per_device_train_batch_size=8, num_train_epochs=1, learning_rate=5e-5,
         weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, max_length=a["max_length"],
-        packing=False, gradient_checkpointing=False,
+        packing=False, gradient_checkpointing=a.get("gradient_checkpointing", False),
         train_sampling_strategy="group_by_length", seed=a["seed"], report_to=[], save_strategy="no",
         logging_strategy="steps", logging_steps=10, use_cpu=True, bf16=a["precision"] == "bf16",
         dataloader_num_workers=0, disable_tqdm=True,
     )  # fmt: skip
-    # SFTConfig turns gradient checkpointing on by default (less memory, a recomputed forward); off here, as
-    # tunesmith runs, so both do the same work per step.
+    # SFTConfig turns gradient checkpointing on by default (less memory, a recomputed forward); it is set
+    # here as for tunesmith (off unless the payload asks), so both do the same work per step.
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     metrics = trainer.train()
     return {"seconds": metrics.metrics["train_runtime"], "train_loss": metrics.training_loss}
