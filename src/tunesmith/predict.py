@@ -26,9 +26,6 @@ from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import quiet_transformers
 from tunesmith.runs import atomic_output, read_run
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-dynamic")
-"""What runs θ̃: torch, or its ONNX export (fp32 or int8) in ONNX Runtime on the CPU."""
-
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 """collate()'s CPU tensors (input_ids, attention_mask) in, fp32 logits on the CPU out."""
 
@@ -78,8 +75,10 @@ class Predictor:
     @classmethod
     def from_run(cls, path: str | Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
         """Load θ̃ (run by backend: torch, or one of the ONNX files), its tokenizer and label space from a run folder."""
-        if backend not in BACKENDS:
-            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+        from tunesmith.export import FILES  # the ONNX backends; export imports Forward from here, so not at the top
+
+        if backend != "torch" and backend not in FILES:
+            raise ConfigError(f"--backend must be one of {', '.join(('torch', *FILES))}, got '{backend}'")
         run = read_run(path)
         if backend == "torch":
             model: PreTrainedModel | Forward = load_finetuned(str(run.path), run.task, run.labels)

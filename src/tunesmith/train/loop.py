@@ -156,7 +156,7 @@ def fit(
         groups = [mine[i : i + cfg.grad_accum] for i in range(0, len(mine), cfg.grad_accum)]
         for group in groups[state.group :]:
             # Normalise by the items of the whole step (all micro-batches, all processes), known up front.
-            items = sum(data.items(rows) for rows in group)
+            local_items = items = sum(data.items(rows) for rows in group)
             if procs > 1:
                 items = accelerator.reduce(torch.tensor(items, device=accelerator.device), "sum").item()
             step_loss = torch.zeros((), device=accelerator.device)
@@ -184,7 +184,6 @@ def fit(
             elif not bad.item():  # an optimizer that cannot read the flag itself: this step waits for the host
                 optimizer.step()
             window += torch.where(bad > 0, 0.0, step_loss)
-            local_items = sum(data.items(rows) for rows in group)
             state.window_items += local_items
             nonfinite.add(bad, state.step, local_items)
             scheduler.step()  # the data moves on and the schedule too, past a skipped step
