@@ -59,9 +59,16 @@ def train(
         int | None, Opt(help="generate: eval samples generated for, before and after (default 100).")
     ] = None,
     encoding: Annotated[str | None, Opt(help="Encoding of text files (default utf-8).")] = None,
-    epochs: Annotated[int | None, Opt(help="Passes over the data (default 3).")] = None,
+    epochs: Annotated[
+        int | None, Opt(help="Passes over the data (default: about 600 steps, 3-20 epochs, early stopping).")
+    ] = None,
+    patience: Annotated[int | None, Opt(help="Evaluations without improvement before stopping (0: never).")] = None,
+    max_minutes: Annotated[float | None, Opt(help="Stop after this many minutes of training; keep the best.")] = None,
+    test_data: Annotated[
+        str | None, Opt(help="Labeled file scored at every evaluation (test_* in metrics.jsonl); chooses nothing.")
+    ] = None,
     batch_size: Annotated[int | None, Opt(help="Samples per micro-batch (default 16).")] = None,
-    lr: Annotated[float | None, Opt(help="Peak learning rate (default 5e-5).")] = None,
+    lr: Annotated[float | None, Opt(help="Peak learning rate (default by model size: 1e-4 for MiniLM).")] = None,
     seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
     max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
     precision: Annotated[str | None, Opt(help="fp32, bf16 (autocast) or auto (bf16 where supported).")] = None,
@@ -76,7 +83,9 @@ def train(
     l2sp: Annotated[float | None, Opt(help="ALPHA of the L2-SP pull toward θ̂ (0: off).")] = None,
     layer_lr_decay: Annotated[float | None, Opt(help="GAMMA: block l below the top learns at lr·GAMMA^l.")] = None,
     body_lr: Annotated[float | None, Opt(help="Learning rate of the backbone (the same as --lr).")] = None,
-    head_lr: Annotated[float | None, Opt(help="Learning rate of the task head (default: --lr).")] = None,
+    head_lr: Annotated[
+        float | None, Opt(help="Learning rate of the task head (default: 10x --lr for a classification head).")
+    ] = None,
     save_every: Annotated[int | None, Opt(help="Write a resumable checkpoint every N steps.")] = None,
     save_every_minutes: Annotated[float | None, Opt(help="Write a resumable checkpoint every M minutes.")] = None,
     keep_checkpoints: Annotated[int | None, Opt(help="Keep the newest K checkpoints (default 2).")] = None,
@@ -113,6 +122,9 @@ def train(
         "eval.generate_samples": generate_samples,
         "data.encoding": encoding,
         "train.epochs": epochs,
+        "eval.patience": patience,
+        "train.max_minutes": max_minutes,
+        "data.test_data": test_data,
         "train.batch_size": batch_size,
         "train.lr": body_lr if body_lr is not None else lr,
         "train.seed": seed,

@@ -26,7 +26,13 @@ class DataConfig:
     eval_data: str | None = None
     """Evaluation file; when unset, a stratified eval_split fraction of train_data is held out."""
     eval_split: float = 0.1
-    """Fraction of train_data held out for evaluation when eval_data is unset (0 disables evaluation)."""
+    """Fraction of train_data held out for evaluation when eval_data is unset (0 disables evaluation). Kept at
+    0.1 on small files too: without held-out data nothing picks the checkpoint or stops a long budget early,
+    and bench/DEFAULTS.md shows the split costing less than training to convergence gains."""
+    test_data: str | None = None
+    """A labeled file scored at every evaluation (test_* in metrics.jsonl, with the training seconds so far) and
+    on the saved model (eval.json's "test"); it never picks a checkpoint or stops a run. Its scoring time is not
+    counted in the training seconds, so time-to-quality can be read from metrics.jsonl."""
     text_column: str | None = None
     """Column holding the text; found by name (text, sentence, content, body, ...) when unset."""
     label_column: str | None = None
@@ -138,16 +144,21 @@ class StrategyConfig:
 class TrainConfig:
     """The optimisation: AdamW with warmup, decay, clipping and accumulation."""
 
-    epochs: int = 3
-    """Passes over the training data."""
+    epochs: int | None = None
+    """Passes over the training data. When unset, enough passes for about 600 optimiser steps, at least 3 and at
+    most 20 (train/defaults.py), with early stopping (eval.patience) ending the run once held-out data stops
+    improving: a fixed 3 epochs stopped small files long before they converged (bench/DEFAULTS.md)."""
     batch_size: int = 16
     """Samples per micro-batch; one optimiser step sees batch_size * grad_accum samples."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimiser step."""
-    lr: float = 5e-5
-    """Peak learning rate of the backbone; the head uses head_lr."""
+    lr: float | None = None
+    """Peak learning rate of the backbone; the head uses head_lr. When unset, by task, model size and strategy
+    (train/defaults.py): 1e-4 for encoders under 50M parameters such as MiniLM, 3e-5 under 200M, 1e-5 above;
+    causal LMs 1e-4 under 300M parameters; adapters and bias-only training higher."""
     head_lr: float | None = None
-    """Peak learning rate of the task head; the same as lr when unset."""
+    """Peak learning rate of the task head. When unset: 10x lr for a classification head, which starts from
+    random and is tiny, so the backbone's rate leaves it under-trained; lr for a causal LM's pretrained head."""
     layer_lr_decay: float | None = None
     """GAMMA: the block l places below the top learns at lr·GAMMA^l, the embeddings at the lowest rate."""
     weight_decay: float = 0.01
@@ -174,6 +185,9 @@ class TrainConfig:
     """How many of the newest checkpoints to keep while the run is in progress."""
     on_nonfinite: str = "stop"
     """A NaN or infinite loss or gradient: stop (keeping the last good checkpoint), or skip the step."""
+    max_minutes: float | None = None
+    """Stop (as early stopping does, keeping the best evaluation) once the training loop has run this many
+    minutes; evaluation counts, scoring test_data does not. No cap when unset."""
     gradient_checkpointing: bool = False
     """Keep only each layer's input in the forward pass and recompute the rest in backward: less activation
     memory for one more forward pass per step (TRL's SFTConfig turns it on by default; tunesmith leaves it off)."""
@@ -183,10 +197,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"train.epochs must be at least 1, got {self.epochs}"),
+            (self.epochs is None or self.epochs >= 1, f"train.epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"train.batch_size must be at least 1, got {self.batch_size}"),
             (self.grad_accum >= 1, f"train.grad_accum must be at least 1, got {self.grad_accum}"),
-            (self.lr > 0, f"train.lr must be positive, got {self.lr}"),
+            (self.lr is None or self.lr > 0, f"train.lr must be positive, got {self.lr}"),
+            (
+                self.max_minutes is None or self.max_minutes > 0,
+                f"train.max_minutes must be positive, got {self.max_minutes}",
+            ),
             (self.head_lr is None or self.head_lr > 0, f"train.head_lr must be positive, got {self.head_lr}"),
             (
                 self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1,
@@ -232,7 +250,8 @@ class EvalConfig:
     """Metric that picks the best checkpoint: macro_f1 (the default), weighted_f1, accuracy or loss for
     classification; loss (the default) or perplexity for generate (lower is better)."""
     patience: int | None = None
-    """Stop after this many evaluations without improvement; never when unset."""
+    """Stop after this many evaluations without improvement (0: never). When unset: 3 when train.epochs is
+    unset too (the budget is a ceiling, early stopping ends it), else never (a fixed epoch count is kept)."""
     batch_size: int = 64
     """Samples per batch when evaluating and predicting."""
     generate_samples: int = 100
@@ -260,8 +279,8 @@ class EvalConfig:
                 raise ConfigError(f"eval.answer_pattern {self.answer_pattern!r} is not a regex: {e}") from None
         if self.every_steps is not None and self.every_steps < 1:
             raise ConfigError(f"eval.every_steps must be at least 1, got {self.every_steps}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"eval.patience must be at least 1, got {self.patience}")
+        if self.patience is not None and self.patience < 0:
+            raise ConfigError(f"eval.patience must be at least 0 (0: never stop early), got {self.patience}")
 
     def better(self, new: float, old: float | None) -> bool:
         """Whether ``new`` improves on ``old`` for the chosen metric."""
@@ -317,6 +336,8 @@ class RunConfig:
             raise ConfigError(
                 f"eval.metric {cfg.eval.metric} does not apply to {task}; use one of: {', '.join(allowed)}"
             )
+        if task == "generate" and cfg.data.test_data is not None:
+            raise ConfigError("data.test_data applies to classification so far; score a generate run with evaluate")
         if task == "classification" and cfg.train.packing:
             raise ConfigError("--packing applies to generate only")
         return cfg

@@ -151,6 +151,9 @@ class LabeledData:
     eval_ids: list[int] | None
     eval_from: str | None
     """eval_data, split (held out of train_data), or None (no evaluation)."""
+    test: Examples | None = None
+    """test_data: scored at every evaluation, chooses nothing."""
+    test_ids: list[int] | None = None
 
     def fingerprints(self, cfg: DataConfig) -> dict[str, Any]:
         """Paths, sha256s, row counts and columns of the data files, as tunesmith.json records them."""
@@ -158,7 +161,10 @@ class LabeledData:
         def info(ex: Examples | None) -> dict[str, Any] | None:
             return ex and {"rows": len(ex), "text_column": ex.text_column, "label_column": ex.label_column}
 
-        return data_fingerprints(cfg, self.eval_from, info(self.train), info(self.eval))
+        found = data_fingerprints(cfg, self.eval_from, info(self.train), info(self.eval))
+        if self.test is not None and cfg.test_data is not None:
+            found["test"] = {"path": cfg.test_data, "sha256": sha256_of(cfg.test_data), **info(self.test)}
+        return found
 
 
 def data_fingerprints(
@@ -191,9 +197,14 @@ def load_labeled(cfg: DataConfig, seed: int) -> LabeledData:
         if out:
             train, held, eval_from = train.take(keep), train.take(out), "split"
     labels = LabelSpace.from_labels(train.labels, cfg.labels, train.file)
+    test = None
+    if cfg.test_data is not None:  # the training file's columns, as for eval_data
+        test = examples(read_table(cfg.test_data, cfg.encoding), cfg.text_column or train.text_column,
+                        cfg.label_column or train.label_column)  # fmt: skip
     return LabeledData(
-        train, held, labels, train.label_ids(labels), held.label_ids(labels) if held else None, eval_from
-    )
+        train, held, labels, train.label_ids(labels), held.label_ids(labels) if held else None, eval_from,
+        test, test.label_ids(labels) if test else None,
+    )  # fmt: skip
 
 
 def sha256_of(path: str | Path) -> str:

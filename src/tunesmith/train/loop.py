@@ -65,6 +65,11 @@ class FitState:
     best: dict[str, Any] = field(default_factory=dict)
     evals_since_best: int = 0
     stopped_early: bool = False
+    stop_reason: str | None = None
+    """Why the run ended before its budget: patience (no improvement), or time (train.max_minutes)."""
+    seconds: float = 0.0
+    """Seconds in the loop so far, over every attempt (a resumed run goes on counting), without monitor scoring."""
+    evaluations: int = 0
     skipped: int = 0
     """Steps skipped for a non-finite loss or gradient (on_nonfinite: skip)."""
     window_loss: float = 0.0
@@ -87,6 +92,10 @@ class Hooks:
     """A parameter penalty (L2-SP) added once per optimiser step, to the last micro-batch's loss."""
     on_epoch: Callable[[int], None] | None = None
     """Called as each epoch (0-based) starts or resumes: gradual unfreezing opens blocks here."""
+    monitor: Callable[[], dict[str, Any]] | None = None
+    """Scores on data that choose nothing (test_data), logged as test_* after each evaluation, untimed."""
+    on_evaluation: Callable[[FitState, dict[str, Any]], None] | None = None
+    """Called with each evaluation's metrics once the best is updated; may raise to end the run (tune's pruner)."""
 
 
 class NonFiniteSteps:
@@ -146,6 +155,7 @@ def fit(
     inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper, the torch optimizer
     fused = bool(inner.defaults.get("fused"))  # fused Adam(W)/SGD skip a step on found_inf == 1 by themselves
     window_start, last_save = time.perf_counter(), time.monotonic()
+    tick = time.perf_counter()  # state.seconds advances from here; monitor scoring resets it
     model.train()
     for epoch in range(state.epoch_index, cfg.epochs):
         if hooks.on_epoch:
@@ -196,6 +206,8 @@ def fit(
             due = (eval_cfg.every_steps and state.step % eval_cfg.every_steps == 0) or (
                 end_of_epoch and (eval_cfg.every_steps is None or state.step == total)
             )
+            now = time.perf_counter()
+            state.seconds, tick = state.seconds + now - tick, now
             signum = hooks.stop_requested()
             minutes = cfg.save_every_minutes and time.monotonic() - last_save >= 60 * cfg.save_every_minutes
             save = hooks.checkpoint and (signum or minutes or (cfg.save_every and state.step % cfg.save_every == 0))
@@ -217,6 +229,16 @@ def fit(
             if hooks.evaluate and due:
                 _evaluate(state, epoch + 1, hooks, eval_cfg)
                 model.train()
+                tick = time.perf_counter()  # what evaluation took was counted inside _evaluate
+            out_of_time = cfg.max_minutes and state.seconds >= 60 * cfg.max_minutes
+            if out_of_time and state.step < total and not state.stopped_early:
+                # Out of time: the weights of this step get their evaluation (or are the result) before the stop.
+                if hooks.evaluate and not due:
+                    _evaluate(state, epoch + 1, hooks, eval_cfg)
+                elif hooks.evaluate is None:
+                    state.best = {"step": state.step, "epoch": epoch + 1}
+                    hooks.on_best(state)
+                state.stopped_early, state.stop_reason = True, "time"
             if hooks.evaluate is None and state.step == total:
                 state.best = {"step": state.step, "epoch": epoch + 1}
                 hooks.on_best(state)
@@ -232,14 +254,23 @@ def fit(
 
 
 def _evaluate(state: FitState, epoch: int, hooks: Hooks, eval_cfg: EvalConfig) -> None:
-    """Score the model; keep it when it is the best so far (an equal metric with a lower loss counts)."""
+    """Score the model; keep it when it is the best so far (an equal metric with a lower loss counts).
+
+    The evaluation's own time counts in state.seconds (it is part of what a run costs); the monitor's does not.
+    """
+    started = time.perf_counter()
     metrics = hooks.evaluate()
+    state.seconds += time.perf_counter() - started
+    state.evaluations += 1
     value, loss = metrics[eval_cfg.metric], metrics.get("loss", math.inf)
+    extra = hooks.monitor() if hooks.monitor else {}
     hooks.reporter.log(
         {
             "step": state.step,
             "epoch": epoch,
+            "seconds": round(state.seconds, 3),
             **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+            **{f"test_{k}": v for k, v in extra.items() if isinstance(v, (int, float))},
         }
     )
     tie = value == state.best_value and loss < state.best.get("loss", math.inf)
@@ -249,4 +280,7 @@ def _evaluate(state: FitState, epoch: int, hooks: Hooks, eval_cfg: EvalConfig) -
         hooks.on_best(state)
     else:
         state.evals_since_best += 1
-        state.stopped_early = eval_cfg.patience is not None and state.evals_since_best >= eval_cfg.patience
+        if eval_cfg.patience and state.evals_since_best >= eval_cfg.patience:  # None or 0: never
+            state.stopped_early, state.stop_reason = True, "patience"
+    if hooks.on_evaluation:
+        hooks.on_evaluation(state, metrics)

@@ -35,6 +35,7 @@ from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_u
 from tunesmith.report import Reporter, console, parameter_drift, print_metrics
 from tunesmith.runs import RUN_FILE, RunInfo, TensorFile, abandon, begin, environment, finish, write_json
 from tunesmith.train import checkpoint
+from tunesmith.train.defaults import resolve as resolve_defaults
 from tunesmith.train.loop import FitState, Hooks, fit, steps_per_epoch
 from tunesmith.train.optim import build_optimizer, build_scheduler
 from tunesmith.train.tasks import BASELINE, RECIPES, after_training, baseline, detect_task, load_data
@@ -58,6 +59,8 @@ class RunResult:
     seconds: float
     stopped_early: bool
     skipped_steps: int = 0
+    under_trained: bool = False
+    """The last evaluation was the best and the budget ran out: more epochs would likely still help."""
 
 
 def make_accelerator(precision: str) -> Accelerator:
@@ -195,8 +198,15 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [f"{what} {name.rstrip('.').removeprefix('config.')} is {old!r} in the interrupted run, {new!r} now"]
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """Fine-tune θ̂ on D as cfg says and write the run folder; returns where and how well."""
+OnEvaluation = Callable[[FitState, dict[str, Any]], None]
+
+
+def run(cfg: RunConfig, on_evaluation: OnEvaluation | None = None) -> RunResult:
+    """Fine-tune θ̂ on D as cfg says and write the run folder; returns where and how well.
+
+    on_evaluation sees each evaluation's metrics as it happens (tune's pruner); an exception it raises ends
+    the run like any other failure, leaving no run folder.
+    """
     started = time.perf_counter()
     target = Path(cfg.output or default_output(cfg.data.train_data or "run"))
     check_strategy(cfg.strategy)
@@ -208,7 +218,7 @@ def run(cfg: RunConfig) -> RunResult:
         check_resumable(partial, start, cfg.force)
     try:
         write_json(partial / START_FILE, start)
-        result = _train(cfg, data, partial, started)
+        result = _train(cfg, data, partial, started, on_evaluation)
         write_json(partial / RUN_FILE, {**result.pop("record"), "data": start["data"], **environment()})
     except OSError as e:
         abandon(partial, checkpoint.latest(partial) is not None)
@@ -236,10 +246,17 @@ def run(cfg: RunConfig) -> RunResult:
     return out
 
 
-def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: float) -> dict[str, Any]:
+def _train(
+    cfg: RunConfig,
+    data: LabeledData | SFTData,
+    partial: Path,
+    started: float,
+    on_evaluation: OnEvaluation | None = None,
+) -> dict[str, Any]:
     """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
     source, tokenizer, model = load_model(cfg, data.labels)
+    pretrained_parameters = sum(p.numel() for p in model.parameters())  # θ̂ and head, before any adapter
     # θ̂ and the seeded head, kept on disk for drift: a copy in memory would add the model's size to peak RSS
     # for the whole run, and rebuilding it later costs seconds (de-quantising a GGUF).
     save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, str(partial / START_WEIGHTS))
@@ -256,8 +273,9 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         "total": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
-    optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
     batches = len(recipe.train_set.batches(0)) // accelerator.num_processes
+    cfg, chosen = resolve_defaults(cfg, pretrained_parameters, steps_per_epoch(batches, cfg.train.grad_accum))
+    optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
     total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.train, total)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -287,11 +305,20 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         latest.update(recipe.evaluate(model))
         return latest
 
+    tested: dict[str, Any] = {}
+
+    def monitor() -> dict[str, Any]:
+        tested.clear()
+        tested.update(recipe.test(model))
+        return tested
+
     before = baseline(recipe, model, partial, resumed=state is not None, quiet=cfg.quiet)
 
     def save_best(state: FitState) -> None:
         best_metrics.clear()
         best_metrics.update(latest)
+        if tested:  # the test scores of exactly these weights (the monitor ran just before)
+            best_metrics["test"] = dict(tested)
         unwrapped = accelerator.unwrap_model(model)
         if is_adapter(unwrapped):  # keep only what trains; merged once, at the end
             save_file(trainable_state(unwrapped), str(partial / BEST_TRAINABLE))
@@ -310,7 +337,15 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
 
         unfreeze = gradual_unfreezing(model) if cfg.strategy.unfreeze == "gradual" else None
         hooks = Hooks(
-            reporter, evaluate if recipe.evaluate else None, save_best, save_checkpoint, stop, regularizer, unfreeze
+            reporter,
+            evaluate if recipe.evaluate else None,
+            save_best,
+            save_checkpoint,
+            stop,
+            regularizer,
+            unfreeze,
+            monitor if recipe.test and recipe.evaluate else None,
+            on_evaluation,
         )
         fit_started = time.perf_counter()
         try:
@@ -351,6 +386,8 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
     seconds = time.perf_counter() - started
+    # The budget ran out while held-out data still improved: the best evaluation was the last of several.
+    under_trained = "value" in state.best and state.best["step"] == state.step and state.evaluations >= 2
     record = {
         "tunesmith": _version(),
         "task": cfg.task.type,
@@ -364,6 +401,9 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         "seed": cfg.train.seed,
         "parameters": counts,
         "best": state.best,
+        "stop_reason": state.stop_reason,
+        "under_trained": under_trained,
+        "defaults": chosen,
         "skipped_steps": state.skipped,
         "train_seconds": round(seconds, 2),
         "fit_seconds": round(fit_seconds, 2),
@@ -375,6 +415,7 @@ def _train(cfg: RunConfig, data: LabeledData | SFTData, partial: Path, started: 
         "seconds": seconds,
         "stopped_early": state.stopped_early,
         "skipped_steps": state.skipped,
+        "under_trained": under_trained,
         "record": record,
     }
 
@@ -401,3 +442,10 @@ def summarize(result: RunResult, cfg: RunConfig) -> None:
         f" ({result.skipped_steps} non-finite steps skipped)" if result.skipped_steps else ""
     )
     console.print(f"[bold green]done[/] in {result.seconds:.1f}s{notes}: {line}; run folder: {result.path}")
+    if result.under_trained:
+        epochs = result.best["epoch"]
+        console.print(
+            f"[yellow]under-trained?[/] the last evaluation (epoch {epochs}) was the best and {cfg.eval.metric} was "
+            f"still improving; train longer: tunesmith train --config {result.path / RUN_FILE} "
+            f"--epochs {2 * epochs} -o {result.path}-longer"
+        )

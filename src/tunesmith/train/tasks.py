@@ -55,6 +55,8 @@ class Recipe:
     """Held-out metrics of the model as it is now (every evaluation during training)."""
     generate_eval: Callable[[torch.nn.Module], dict[str, Any]] | None = None
     """generate: generation metrics (exact match, token F1, ROUGE-L, JSON), before and after training."""
+    test: Callable[[torch.nn.Module], dict[str, Any]] | None = None
+    """Metrics on data.test_data, which chooses nothing: logged at each evaluation and kept for the saved model."""
     record: dict[str, Any] = field(default_factory=dict)
     """What tunesmith.json records about the task."""
 
@@ -72,14 +74,19 @@ def classification(
         cfg.train.seed,
         pad_id,
     )
-    evaluate = None
-    if data.eval is not None:
-        eval_ids = encode_texts(tokenizer, data.eval.texts, cfg.model.max_length)
+    def scorer(examples: Any, label_ids: list[int] | None) -> Callable[[torch.nn.Module], dict[str, Any]] | None:
+        if examples is None:
+            return None
+        ids = encode_texts(tokenizer, examples.texts, cfg.model.max_length)
+        return lambda model: evaluate_encoded(model, ids, label_ids, data.labels, cfg.eval.batch_size, pad_id)
 
-        def evaluate(model: torch.nn.Module) -> dict[str, Any]:
-            return evaluate_encoded(model, eval_ids, data.eval_ids, data.labels, cfg.eval.batch_size, pad_id)
-
-    return Recipe(train_set, classification_loss, evaluate, record={"labels": data.labels.to_dict()})
+    return Recipe(
+        train_set,
+        classification_loss,
+        scorer(data.eval, data.eval_ids),
+        test=scorer(data.test, data.test_ids),
+        record={"labels": data.labels.to_dict()},
+    )
 
 
 def generate(cfg: RunConfig, data: SFTData, tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> Recipe:
