@@ -10,6 +10,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Imported before `def tune` below: importing a submodule binds its name on the package, and the function
+# must be what `tunesmith.tune` names. The module stays importable through sys.modules (from tunesmith.tune ...).
+from tunesmith import tune as _tune_module  # noqa: E402
 from tunesmith.config import RunConfig  # noqa: E402
 from tunesmith.errors import ConfigError, DataError, ModelError, TunesmithError  # noqa: E402
 
@@ -70,6 +73,33 @@ def evaluate(run: str | Path, data: str | Path, **kwargs: Any) -> dict[str, Any]
     return evaluate_run(run, data, **kwargs)
 
 
+def tune(
+    train_data: str | None = None,
+    output: str | Path = "runs/tune",
+    *,
+    config: RunConfig | str | Path | None = None,
+    space: str | None = None,
+    trials: int | None = None,
+    time_budget: str | None = None,
+    keep: str = "best",
+    jobs: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    **options: Any,
+) -> _tune_module.TuneResult:
+    """Search hyperparameters with optuna, each trial an ordinary run; returns a TuneResult (best, trials, pareto).
+
+    ``options`` set the config every trial starts from, as in finetune. Example:
+    ``tune("emails.csv", "runs/tuned", trials=20, time_budget="30m", space="lr=1e-5:1e-3,strategy=full|lora")``;
+    the best run is then in runs/tuned/best. The CLI's ``tunesmith tune`` takes the same arguments.
+    """
+    cfg = config if isinstance(config, RunConfig) else (RunConfig.from_yaml(config) if config else RunConfig())
+    if train_data is not None:
+        cfg = cfg.with_values({"data.train_data": train_data}, where="argument")
+    cfg = cfg.with_values(options, where="argument")
+    return _tune_module.run_study(cfg, Path(output), space, trials, time_budget, keep, jobs, resume, overwrite)
+
+
 def __getattr__(name: str) -> Any:
     # Heavy modules (torch, transformers) load only when these names are used.
     if name == "Predictor":
@@ -95,4 +125,5 @@ __all__ = [
     "evaluate",
     "finetune",
     "load",
+    "tune",
 ]

@@ -366,6 +366,73 @@ def compare(
 
 
 @app.command()
+def tune(
+    data: Annotated[str | None, typer.Argument(help="Training file (or data.train_data of --config).")] = None,
+    output: Annotated[Path, Opt("--output", "-o", help="Folder for study.db, trials/, best/, tune.md.")] = Path(
+        "runs/tune"
+    ),
+    trials: Annotated[int | None, Opt(help="Finished trials to reach (a resumed study counts its earlier).")] = None,
+    time_budget: Annotated[
+        str | None, Opt(help="No new trial after this (90s, 30m, 2h); each trial is capped at what is left.")
+    ] = None,
+    space: Annotated[
+        str | None,
+        Opt(help="What to search, e.g. 'lr=1e-5:1e-3,batch_size=8|16,strategy=full|lora,epochs=3' (default: all)."),
+    ] = None,
+    keep: Annotated[str, Opt(help="best: delete the other trials' folders; all: keep every one.")] = "best",
+    jobs: Annotated[int, Opt(help="Trials at once, one GPU each (worker processes on the same study).")] = 1,
+    resume: Annotated[bool, Opt(help="Continue the study in --output (after a kill, too).")] = False,
+    overwrite: Annotated[bool, Opt(help="Replace the study in --output.")] = False,
+    eval_data: Annotated[str | None, Opt(help="Evaluation file; else --eval-split of DATA is held out.")] = None,
+    eval_split: Annotated[float | None, Opt(help="Fraction of DATA held out for evaluation (default 0.1).")] = None,
+    text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
+    label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
+    task: Annotated[str | None, Opt(help="classification or generate (default: from the columns).")] = None,
+    model: Annotated[str | None, Opt(help="Alias (minilm, smollm2), local folder, or hub id.")] = None,
+    seed: Annotated[int | None, Opt(help="Seed of every trial's run and of the sampler (default 42).")] = None,
+    precision: Annotated[str | None, Opt(help="fp32, bf16 (autocast) or auto.")] = None,
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML run config every trial starts from.")] = None,
+    set_: Annotated[list[str] | None, Opt("--set", help="Any config field: section.field=value.")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="No line per trial; only the table and errors.")] = False,
+) -> None:
+    """Search hyperparameters with optuna (TPE, pruning): each trial a run; the best in OUTPUT/best."""
+    from tunesmith.config import RunConfig
+    from tunesmith.tune import markdown, run_study
+
+    cfg = RunConfig.from_yaml(config) if config else RunConfig()
+    flags = {
+        "data.train_data": data,
+        "data.eval_data": eval_data,
+        "data.eval_split": eval_split,
+        "data.text_column": text_column,
+        "data.label_column": label_column,
+        "task.type": task,
+        "model.name": model,
+        "train.seed": seed,
+        "train.precision": precision,
+        "quiet": quiet or None,
+    }
+    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag").override(set_ or [])
+    result = run_study(cfg, output, space, trials, time_budget, keep, jobs, resume, overwrite)
+    print(markdown(result))
+    print(f"saved {output / 'tune.json'} and {output / 'tune.md'}")
+
+
+@app.command("tune-worker", hidden=True)
+def tune_worker(
+    output: Path,
+    keep: Annotated[str, Opt()] = "best",
+    trials: Annotated[int | None, Opt()] = None,
+    deadline: Annotated[float | None, Opt()] = None,
+    lane: Annotated[int, Opt()] = 0,
+) -> None:
+    """One of tune --jobs N's processes: trials of the study in OUTPUT until it is done (started by tune)."""
+    from tunesmith.tune import work
+
+    work(output, deadline, trials, keep, lane, publish=False)
+
+
+@app.command()
 def drift(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")]) -> None:
     """How far each layer moved from θ̂ during fine-tuning (from drift.json, or recomputed from θ̂)."""
     from rich.console import Console

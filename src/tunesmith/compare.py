@@ -78,7 +78,6 @@ def _train_one(name: str, cfg: RunConfig, test_data: str | None) -> dict[str, An
     run = Path(cfg.output)
     info = json.loads((run / "tunesmith.json").read_text())
     drift = json.loads((run / "drift.json").read_text())
-    backbone = [v["relative"] for g, v in drift["groups"].items() if g != "head"]
     row = {
         "strategy": name,
         "metric": cfg.eval.metric,
@@ -87,7 +86,7 @@ def _train_one(name: str, cfg: RunConfig, test_data: str | None) -> dict[str, An
         "total_parameters": info["parameters"]["total"],
         "train_seconds": round(seconds, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "mean_backbone_drift": sum(backbone) / len(backbone) if backbone else 0.0,
+        "mean_backbone_drift": mean_backbone_drift(drift),
     }
     if test_data:
         from tunesmith.metrics import evaluate_run
@@ -95,6 +94,12 @@ def _train_one(name: str, cfg: RunConfig, test_data: str | None) -> dict[str, An
         test = evaluate_run(run, test_data)
         row.update(test_accuracy=test["accuracy"], test_macro_f1=test["macro_f1"])
     return row
+
+
+def mean_backbone_drift(drift: dict[str, Any]) -> float:
+    """Mean relative drift ‖θ̃ − θ̂‖ / ‖θ̂‖ over a drift.json's backbone groups (the head is not θ̂'s)."""
+    backbone = [v["relative"] for g, v in drift["groups"].items() if g != "head"]
+    return sum(backbone) / len(backbone) if backbone else 0.0
 
 
 def markdown(rows: list[dict[str, Any]], base: RunConfig) -> str:

@@ -74,6 +74,7 @@ def classification(
         cfg.train.seed,
         pad_id,
     )
+
     def scorer(examples: Any, label_ids: list[int] | None) -> Callable[[torch.nn.Module], dict[str, Any]] | None:
         if examples is None:
             return None
@@ -126,7 +127,7 @@ def generate(cfg: RunConfig, data: SFTData, tokenizer: PreTrainedTokenizerBase, 
         replies = generate_ids(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
         return {**generation_scores(replies, golds, cfg.eval.answer_pattern), "examples": _examples(shown, replies)}
 
-    return Recipe(train_set, causal_lm_loss, evaluate, generate_eval, record)
+    return Recipe(train_set, causal_lm_loss, evaluate, generate_eval, record=record)
 
 
 def _examples(convs: list[list[dict[str, str]]], replies: list[str], n: int = 3) -> list[dict[str, str]]:
