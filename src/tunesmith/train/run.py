@@ -275,6 +275,12 @@ def _train(
     }
     batches = len(recipe.train_set.batches(0)) // accelerator.num_processes
     cfg, chosen = resolve_defaults(cfg, pretrained_parameters, steps_per_epoch(batches, cfg.train.grad_accum))
+    if cfg.train.precision == "auto":  # what auto meant on this machine
+        native = accelerator.mixed_precision == "bf16"
+        chosen["train.precision"] = {
+            "value": "bf16" if native else "fp32",
+            "source": f"auto: {'bf16 runs natively' if native else 'no native bf16'} on {accelerator.device}",
+        }
     optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
     total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.train, total)
