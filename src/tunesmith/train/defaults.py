@@ -26,10 +26,14 @@ HEAD_FACTOR = 10.0
 TARGET_STEPS = 600
 """Optimiser steps the epoch budget aims for; a 1,350-row file at batch 16 is 85 steps an epoch, so 3 epochs
 (255 steps) stopped short of convergence while 100 rows were only 21 steps."""
-MIN_EPOCHS, MAX_EPOCHS = 3, 20
-"""The budget never goes below 3 passes (large files) nor above 20 (tiny ones)."""
+MIN_EPOCHS, MAX_EPOCHS = 3, 10
+"""The budget never goes below 3 passes (large files) nor above 10 (small ones): on a 500-row SST-2 slice,
+10 epochs at 1e-4 scored 0.784 and 3 epochs 0.772 (3e-5: 0.792 and 0.647)."""
 PATIENCE = 3
-"""Evaluations without improvement before a run with the epoch budget stops."""
+"""Evaluations without improvement before a run with the epoch budget stops, where held-out data can tell."""
+MEASURABLE_ROWS = 500
+"""Held-out rows from which 'best' and early stopping can be trusted: accuracy's standard error is about 1.8
+points at 500 rows (p = 0.8), 5.7 at 50, while consecutive epochs differ by a point or two."""
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,25 @@ def epoch_budget(steps_per_epoch: int) -> Chosen:
     )
 
 
-def patience(epochs_chosen: bool) -> Chosen:
-    """Early stopping: on when the epoch count is the budget, off when the user fixed it."""
-    if epochs_chosen:
-        return Chosen(PATIENCE, f"{PATIENCE} evaluations without improvement end the epoch budget")
-    return Chosen(0, "never: train.epochs was set, so every epoch runs")
+def selection(eval_rows: int) -> Chosen:
+    """Best checkpoint by held-out metric where the held-out set can tell epochs apart, else the last weights."""
+    if eval_rows >= MEASURABLE_ROWS:
+        return Chosen("best", f"{eval_rows} held-out rows tell epochs apart (at least {MEASURABLE_ROWS})")
+    return Chosen("last", f"{eval_rows} held-out rows are too few to tell epochs apart (under {MEASURABLE_ROWS})")
 
 
-def resolve(cfg: RunConfig, parameters: int, steps_per_epoch: int) -> tuple[RunConfig, dict[str, dict[str, Any]]]:
+def patience(epochs_chosen: bool, select: str) -> Chosen:
+    """Early stopping: on when the epoch count is the budget and the best checkpoint is kept, else off."""
+    if not epochs_chosen:
+        return Chosen(0, "never: train.epochs was set, so every epoch runs")
+    if select != "best":
+        return Chosen(0, "never: the last weights are kept, so the whole budget runs")
+    return Chosen(PATIENCE, f"{PATIENCE} evaluations without improvement end the epoch budget")
+
+
+def resolve(
+    cfg: RunConfig, parameters: int, steps_per_epoch: int, eval_rows: int
+) -> tuple[RunConfig, dict[str, dict[str, Any]]]:
     """The config with every unset default filled in, and {field: {value, source}} for tunesmith.json."""
     chosen: dict[str, Chosen] = {}
     if cfg.train.lr is None:
@@ -85,11 +100,14 @@ def resolve(cfg: RunConfig, parameters: int, steps_per_epoch: int) -> tuple[RunC
         chosen["train.head_lr"] = head_learning_rate(cfg.task.type, lr)
     if cfg.train.epochs is None:
         chosen["train.epochs"] = epoch_budget(steps_per_epoch)
+    if cfg.eval.select is None:
+        chosen["eval.select"] = selection(eval_rows)
+    select = cfg.eval.select or chosen["eval.select"].value
     if cfg.eval.patience is None:
-        chosen["eval.patience"] = patience("train.epochs" in chosen)
+        chosen["eval.patience"] = patience("train.epochs" in chosen, select)
     resolved = cfg.with_values({k: c.value for k, c in chosen.items()}, where="default")
     record = {k: {"value": c.value, "source": c.source} for k, c in chosen.items()}
-    for key in ("train.lr", "train.head_lr", "train.epochs", "eval.patience"):
+    for key in ("train.lr", "train.head_lr", "train.epochs", "eval.select", "eval.patience"):
         if key not in chosen:
             section, name = key.split(".")
             record[key] = {"value": getattr(getattr(cfg, section), name), "source": "set by the user"}

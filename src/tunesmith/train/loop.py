@@ -62,7 +62,10 @@ class FitState:
     """Optimiser steps completed within the current epoch (checkpoints sit on step boundaries,
     so the accumulation position inside a step is always 0 there)."""
     best_value: float | None = None
+    """The best metric so far (by eval.metric), whichever weights eval.select keeps."""
+    best_loss: float = math.inf
     best: dict[str, Any] = field(default_factory=dict)
+    """The kept (saved) evaluation: the best one, or the last under eval.select last."""
     evals_since_best: int = 0
     stopped_early: bool = False
     stop_reason: str | None = None
@@ -273,14 +276,20 @@ def _evaluate(state: FitState, epoch: int, hooks: Hooks, eval_cfg: EvalConfig) -
             **{f"test_{k}": v for k, v in extra.items() if isinstance(v, (int, float))},
         }
     )
-    tie = value == state.best_value and loss < state.best.get("loss", math.inf)
-    if eval_cfg.better(value, state.best_value) or tie:
-        state.best_value, state.evals_since_best = value, 0
-        state.best = {"step": state.step, "epoch": epoch, "metric": eval_cfg.metric, "value": value, "loss": loss}
-        hooks.on_best(state)
+    # best_value and evals_since_best follow the metric; what is kept follows eval.select (under "last",
+    # every evaluation replaces the kept weights, and the metric still says whether the run was improving).
+    tie = value == state.best_value and loss < state.best_loss
+    improved = eval_cfg.better(value, state.best_value) or tie
+    if improved:
+        state.best_value, state.best_loss, state.evals_since_best = value, loss, 0
     else:
         state.evals_since_best += 1
         if eval_cfg.patience and state.evals_since_best >= eval_cfg.patience:  # None or 0: never
             state.stopped_early, state.stop_reason = True, "patience"
+    if improved or eval_cfg.select == "last":
+        kept = eval_cfg.select or "best"
+        state.best = {"step": state.step, "epoch": epoch, "metric": eval_cfg.metric, "value": value, "loss": loss,
+                      "select": kept}  # fmt: skip
+        hooks.on_best(state)
     if hooks.on_evaluation:
         hooks.on_evaluation(state, metrics)

@@ -274,7 +274,10 @@ def _train(
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     batches = len(recipe.train_set.batches(0)) // accelerator.num_processes
-    cfg, chosen = resolve_defaults(cfg, pretrained_parameters, steps_per_epoch(batches, cfg.train.grad_accum))
+    eval_rows = len(data.eval) if data.eval is not None else 0
+    cfg, chosen = resolve_defaults(
+        cfg, pretrained_parameters, steps_per_epoch(batches, cfg.train.grad_accum), eval_rows
+    )
     if cfg.train.precision == "auto":  # what auto meant on this machine
         native = accelerator.mixed_precision == "bf16"
         chosen["train.precision"] = {
@@ -393,7 +396,7 @@ def _train(
         write_json(partial / "eval.json", best_metrics)
     seconds = time.perf_counter() - started
     # The budget ran out while held-out data still improved: the best evaluation was the last of several.
-    under_trained = "value" in state.best and state.best["step"] == state.step and state.evaluations >= 2
+    under_trained = state.evaluations >= 2 and state.evals_since_best == 0 and state.stop_reason != "time"
     record = {
         "tunesmith": _version(),
         "task": cfg.task.type,
@@ -441,7 +444,8 @@ def summarize(result: RunResult, cfg: RunConfig) -> None:
             result.metrics,
             f"evaluation of the saved model (epoch {result.best.get('epoch')}, step {result.best.get('step')})",
         )
-        line = f"best {cfg.eval.metric} {result.best['value']:.4f} at epoch {result.best['epoch']}"
+        kept = "last" if result.best.get("select") == "last" else "best"
+        line = f"{kept} {cfg.eval.metric} {result.best['value']:.4f} at epoch {result.best['epoch']}"
     else:
         line = "no evaluation data: saved the final model"
     notes = (" (stopped early)" if result.stopped_early else "") + (
