@@ -9,11 +9,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tunesmith.errors import EXIT_USAGE, ConfigError, Interrupted, TunesmithError, one_line
+
+if TYPE_CHECKING:
+    from tunesmith.config import RunConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -23,6 +26,15 @@ app = typer.Typer(
 )
 
 Opt = typer.Option
+
+
+def build_config(config: Path | None, flags: dict[str, Any], assignments: list[str] | None) -> RunConfig:
+    """A command's RunConfig: the YAML file, then the flags that were given, then --set (highest precedence)."""
+    from tunesmith.config import RunConfig
+
+    cfg = RunConfig.from_yaml(config) if config else RunConfig()
+    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag")
+    return cfg.override(assignments or [])
 
 
 @app.command()
@@ -60,7 +72,7 @@ def train(
     ] = None,
     encoding: Annotated[str | None, Opt(help="Encoding of text files (default utf-8).")] = None,
     epochs: Annotated[
-        int | None, Opt(help="Passes over the data (default: about 600 steps, 3-20 epochs, early stopping).")
+        int | None, Opt(help="Passes over the data (default: about 600 steps, within 3-10 epochs).")
     ] = None,
     patience: Annotated[int | None, Opt(help="Evaluations without improvement before stopping (0: never).")] = None,
     max_minutes: Annotated[float | None, Opt(help="Stop after this many minutes of training; keep the best.")] = None,
@@ -71,7 +83,7 @@ def train(
     lr: Annotated[float | None, Opt(help="Peak learning rate (default by model size: 1e-4 for MiniLM).")] = None,
     seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
     max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
-    precision: Annotated[str | None, Opt(help="fp32, bf16 (autocast) or auto (bf16 where supported).")] = None,
+    precision: Annotated[str | None, Opt(help="auto (default: bf16 where native, else fp32), fp32 or bf16.")] = None,
     strategy: Annotated[str | None, Opt(help="full (default), head, top-K (e.g. top-2), bitfit, lora.")] = None,
     train_layers: Annotated[int | None, Opt(help="Blocks from the top that train under top-k.")] = None,
     init: Annotated[str | None, Opt(help="pretrained (default), or random: the ablation without θ̂.")] = None,
@@ -98,10 +110,8 @@ def train(
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Only errors.")] = False,
 ) -> None:
     """Fine-tune a pretrained model on a labeled file and write a run folder."""
-    from tunesmith.config import RunConfig
     from tunesmith.train.run import run
 
-    cfg = RunConfig.from_yaml(config) if config else RunConfig()
     flags: dict[str, Any] = {
         "data.train_data": data,
         "model.name": model,
@@ -152,8 +162,7 @@ def train(
         "model.allow_pickle": allow_pickle or None,
         "model.trust_remote_code": trust_remote_code or None,
     }
-    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag")
-    run(cfg.override(set_ or []))
+    run(build_config(config, flags, set_))
 
 
 @app.command()
@@ -345,9 +354,7 @@ def compare(
     """Train the same data, seed and budget under several strategies and print one table."""
     from tunesmith.compare import compare as run_compare
     from tunesmith.compare import markdown
-    from tunesmith.config import RunConfig
 
-    cfg = RunConfig.from_yaml(config) if config else RunConfig()
     flags = {
         "data.train_data": data,
         "model.name": model,
@@ -355,7 +362,7 @@ def compare(
         "train.seed": seed,
         "overwrite": overwrite or None,
     }
-    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag").override(set_ or [])
+    cfg = build_config(config, flags, set_)
     from tunesmith.train.tasks import detect_task
 
     cfg = detect_task(cfg)  # the table names the metric, a default that depends on the task
@@ -396,10 +403,8 @@ def tune(
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No line per trial; only the table and errors.")] = False,
 ) -> None:
     """Search hyperparameters with optuna (TPE, pruning): each trial a run; the best in OUTPUT/best."""
-    from tunesmith.config import RunConfig
     from tunesmith.tune import markdown, run_study
 
-    cfg = RunConfig.from_yaml(config) if config else RunConfig()
     flags = {
         "data.train_data": data,
         "data.eval_data": eval_data,
@@ -412,7 +417,7 @@ def tune(
         "train.precision": precision,
         "quiet": quiet or None,
     }
-    cfg = cfg.with_values({k: v for k, v in flags.items() if v is not None}, where="flag").override(set_ or [])
+    cfg = build_config(config, flags, set_)
     result = run_study(cfg, output, space, trials, time_budget, keep, jobs, resume, overwrite)
     print(markdown(result))
     print(f"saved {output / 'tune.json'} and {output / 'tune.md'}")
