@@ -89,9 +89,13 @@ def patience(epochs_chosen: bool, select: str) -> Chosen:
 
 
 def resolve(
-    cfg: RunConfig, parameters: int, steps_per_epoch: int, eval_rows: int
+    cfg: RunConfig, parameters: int, steps_per_epoch: int, eval_rows: int, bf16: bool = False, device: str = "cpu"
 ) -> tuple[RunConfig, dict[str, dict[str, Any]]]:
-    """The config with every unset default filled in, and {field: {value, source}} for tunesmith.json."""
+    """The config with every unset default filled in, and {field: {value, source}} for tunesmith.json.
+
+    precision auto stays auto in the config (the accelerator resolves it, given bf16: whether it chose bf16);
+    the record says what it meant on this device.
+    """
     chosen: dict[str, Chosen] = {}
     if cfg.train.lr is None:
         chosen["train.lr"] = learning_rate(cfg.task.type, parameters, cfg.strategy.name)
@@ -107,6 +111,9 @@ def resolve(
         chosen["eval.patience"] = patience("train.epochs" in chosen, select)
     resolved = cfg.with_values({k: c.value for k, c in chosen.items()}, where="default")
     record = {k: {"value": c.value, "source": c.source} for k, c in chosen.items()}
+    if cfg.train.precision == "auto":
+        native = "bf16 runs natively" if bf16 else "no native bf16"
+        record["train.precision"] = {"value": "bf16" if bf16 else "fp32", "source": f"auto: {native} on {device}"}
     for key in ("train.lr", "train.head_lr", "train.epochs", "eval.select", "eval.patience"):
         if key not in chosen:
             section, name = key.split(".")

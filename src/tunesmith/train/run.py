@@ -274,18 +274,12 @@ def _train(
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     batches = len(recipe.train_set.batches(0)) // accelerator.num_processes
+    per_epoch = steps_per_epoch(batches, cfg.train.grad_accum)
     eval_rows = len(data.eval) if data.eval is not None else 0
-    cfg, chosen = resolve_defaults(
-        cfg, pretrained_parameters, steps_per_epoch(batches, cfg.train.grad_accum), eval_rows
-    )
-    if cfg.train.precision == "auto":  # what auto meant on this machine
-        native = accelerator.mixed_precision == "bf16"
-        chosen["train.precision"] = {
-            "value": "bf16" if native else "fp32",
-            "source": f"auto: {'bf16 runs natively' if native else 'no native bf16'} on {accelerator.device}",
-        }
+    bf16 = accelerator.mixed_precision == "bf16"
+    cfg, chosen = resolve_defaults(cfg, pretrained_parameters, per_epoch, eval_rows, bf16, str(accelerator.device))
     optimizer = build_optimizer(model, cfg.train, l2sp=cfg.strategy.l2sp > 0)
-    total = cfg.train.epochs * steps_per_epoch(batches, cfg.train.grad_accum)
+    total = cfg.train.epochs * per_epoch
     scheduler = build_scheduler(optimizer, cfg.train, total)
     model, optimizer = accelerator.prepare(model, optimizer)
     # After prepare: θ̂'s copy must sit on the device the parameters moved to (a GPU's, not the CPU's).
