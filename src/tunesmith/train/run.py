@@ -389,8 +389,9 @@ def _train(
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
     seconds = time.perf_counter() - started
-    # The budget ran out while held-out data still improved: the best evaluation was the last of several.
-    under_trained = state.evaluations >= 2 and state.evals_since_best == 0 and state.stop_reason != "time"
+    # The budget ran out while the model still learned: the last of several evaluations was the best on the
+    # metric and on held-out loss (FitState.still_learning). A time cap's stop is the user's choice, not a note.
+    under_trained = state.still_learning and state.stop_reason != "time"
     record = {
         "tunesmith": _version(),
         "task": cfg.task.type,
