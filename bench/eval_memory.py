@@ -42,13 +42,13 @@ import resource, sys, time
 from tunesmith.data.encode import encode_texts
 from tunesmith.data.readers import read_table
 from tunesmith.data.validate import examples
-from tunesmith.metrics import evaluate_encoded
+from tunesmith.metrics import ClassificationScore, score_forward
 from tunesmith.predict import Predictor
 start = time.perf_counter()
 predictor = Predictor.from_run(sys.argv[1])
 ex = examples(read_table(sys.argv[2]), None, None)
 ids = encode_texts(predictor.tokenizer, ex.texts, predictor.max_length)
-evaluate_encoded(predictor.model, ids, ex.label_ids(predictor.labels), predictor.labels, 64, 0)
+score_forward(ClassificationScore(predictor.labels), predictor.forward, ids, ex.label_ids(predictor.labels), 64, 0)
 print("RESULT", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start, file=sys.stderr)
 """
 

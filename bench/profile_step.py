@@ -35,8 +35,8 @@ def main() -> None:
     from tunesmith.data.encode import encode_texts
     from tunesmith.data.labels import LabelSpace
     from tunesmith.losses import classification_loss
-    from tunesmith.model.heads import with_head
     from tunesmith.model.pretrained import load_tokenizer, resolve
+    from tunesmith.tasks import get
     from tunesmith.train.optim import build_optimizer
 
     with open(SST2, newline="") as f:
@@ -49,7 +49,7 @@ def main() -> None:
     tokenise_s = time.perf_counter() - t
     data = EncodedSet(ids, [labels.index(r["label"]) for r in rows], args.batch_size, 50, 42, tokenizer.pad_token_id)
     torch.manual_seed(0)
-    model = with_head(source, "classification", labels).train()
+    model = get("classification").new_model(source, labels).train()
     optimizer = build_optimizer(model, TrainConfig())
     if args.compile:
         model = torch.compile(model, dynamic=True)

@@ -250,11 +250,11 @@ def smollm2_folder(tmp: Path) -> Path:
     """SmolLM2 de-quantised once into a plain folder, so neither contender pays for reading the GGUF."""
     folder = tmp / "smollm2"
     if not (folder / "config.json").exists():
-        from tunesmith.model.heads import causal_lm
         from tunesmith.model.pretrained import load_tokenizer, resolve
+        from tunesmith.tasks import get
 
         source = resolve("smollm2")
-        causal_lm(source).save_pretrained(folder)
+        get("generate").new_model(source, None).save_pretrained(folder)
         load_tokenizer(source).save_pretrained(folder)
     return folder
 

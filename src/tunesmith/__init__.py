@@ -38,39 +38,36 @@ def finetune(
     return run(cfg.with_values(options, where="argument"))
 
 
-def load(path: str | Path, batch_size: int = 64, backend: str = "torch"):
-    """A Predictor for a classification run folder: ``load("runs/support").predict(["I was charged twice"])``;
-    a Generator for a generate run: ``load("runs/triage").generate(["Summarise: ..."])``.
+def load(path: str | Path, batch_size: int | None = None, backend: str = "torch"):
+    """The run folder's predictor: ``load("runs/support").predict(["I was charged twice"])`` for a classifier
+    (and the other sequence tasks), ``load("runs/triage").generate(["Summarise: ..."])`` for a generate run.
 
-    backend runs a classifier with torch, or with ONNX Runtime ("onnx", "onnx-int8", "onnx-int8-dynamic") once
-    the run has been exported (tunesmith.export.export_onnx, or ``tunesmith export RUN --format onnx``).
+    backend runs a sequence model with torch, or with ONNX Runtime ("onnx", "onnx-int8", "onnx-int8-dynamic")
+    once the run has been exported (tunesmith.export.export_onnx, or ``tunesmith export RUN --format onnx``).
     """
-    from tunesmith.runs import read_run
+    from tunesmith.tasks import open_run
 
-    if read_run(path).task == "generate":
-        from tunesmith.generation import Generator
-
-        if backend != "torch":
-            raise ConfigError(f"backend {backend!r} is for classification runs; a generate run runs with torch")
-        return Generator.from_run(path, min(batch_size, 32))
-    from tunesmith.predict import Predictor
-
-    return Predictor.from_run(path, batch_size, backend)
+    return open_run(path, batch_size, backend)
 
 
-def evaluate(run: str | Path, data: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Metrics of a run folder's model on a labeled file (tunesmith.metrics.evaluate_run for classification,
-    Generator.evaluate_file for generate: held-out loss, perplexity and generation metrics).
+def evaluate(run: str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
+    """Metrics of a run folder's model on a labeled file, as its task scores it (``tunesmith evaluate``).
+
+    ``options``: ``columns={"text": ..., "label": ...}`` (``prompt``/``response`` for generate), ``encoding``,
+    ``batch_size``, and the task's own (generate: ``answer_pattern``, ``max_new_tokens``, ``generate_samples``).
     """
-    from tunesmith.runs import read_run
+    from tunesmith.tasks import for_run, open_run
+    from tunesmith.tasks.base import call_with
 
-    if read_run(run).task == "generate":
-        from tunesmith.generation import Generator
+    _, task = for_run(run)
+    named = {r: options.pop(f"{r}_column") for r in COLUMN_ROLES if f"{r}_column" in options}
+    columns = {**named, **options.pop("columns", {})}
+    predictor = open_run(run, options.pop("batch_size", None))
+    return call_with(predictor.evaluate_file, task.name, str(data), columns=columns, **options)
 
-        return Generator.from_run(run).evaluate_file(str(data), **kwargs)
-    from tunesmith.metrics import evaluate_run
 
-    return evaluate_run(run, data, **kwargs)
+COLUMN_ROLES = ("text", "text_pair", "label", "prompt", "response")
+"""The roles a data file's columns play; ``<role>_column`` names one (--text-column, ...)."""
 
 
 def tune(

@@ -192,30 +192,19 @@ def check(
     label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
     labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
+    task_type: Annotated[str | None, Opt("--task", help="The task to check the file for (default: detected).")] = None,
 ) -> None:
     """Validate a data file exactly as train does, without loading a model: columns, rows, labels (or conversations)."""
-    from collections import Counter
+    from tunesmith.config import RunConfig
+    from tunesmith.tasks import resolve
 
-    from tunesmith.config import DataConfig
-    from tunesmith.data.sft import is_generation_file, load_sft
-    from tunesmith.data.validate import load_labeled
-
-    cfg = DataConfig(data, eval_data, 0.0, text_column, label_column, labels=labels, encoding=encoding)
-    if is_generation_file(data, encoding):
-        sft = load_sft(cfg, seed=0)
-        print(f"{data}: {len(sft.train)} conversations for generate; columns {sft.train.columns}")
-        if sft.eval is not None:
-            print(f"{eval_data}: {len(sft.eval)} conversations")
-        return
-    found = load_labeled(cfg, seed=0)
-    counts = Counter(found.train.labels)
-    print(
-        f"{data}: {len(found.train)} rows; text column '{found.train.text_column}', "
-        f"label column '{found.train.label_column}'"
-    )
-    print("labels: " + ", ".join(f"{name} ({counts[name]})" for name in found.labels.names))
-    if found.eval is not None:
-        print(f"{eval_data}: {len(found.eval)} rows, every label known")
+    data_cfg = {"train_data": data, "eval_data": eval_data, "eval_split": 0.0, "text_column": text_column,
+                "label_column": label_column, "labels": labels, "encoding": encoding}  # fmt: skip
+    cfg, task = resolve(RunConfig().with_values({"task.type": task_type or "auto", "data": data_cfg}))
+    found = task.load_data(cfg)
+    print(f"task: {task.name}")
+    for line in task.describe(found):
+        print(line)
 
 
 @app.command()
@@ -225,40 +214,27 @@ def evaluate(
     text_column: Annotated[str | None, Opt(help="Text column (as in training when unset).")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (as in training when unset).")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
-    batch_size: Annotated[int, Opt(help="Texts per batch.")] = 64,
+    batch_size: Annotated[int | None, Opt(help="Texts per batch (default 64; 16 for generate).")] = None,
     output: Annotated[Path | None, Opt("--output", "-o", help="Also write the metrics as JSON here.")] = None,
     prompt_column: Annotated[str | None, Opt(help="generate: prompt column (found by name when unset).")] = None,
     response_column: Annotated[str | None, Opt(help="generate: response column (found by name when unset).")] = None,
     answer_pattern: Annotated[str | None, Opt(help="generate: regex whose group 1 is the answer.")] = None,
-    max_new_tokens: Annotated[int, Opt(help="generate: most tokens per reply.")] = 256,
+    max_new_tokens: Annotated[int | None, Opt(help="generate: most tokens per reply (default 256).")] = None,
     generate_samples: Annotated[int | None, Opt(help="generate: generate for only the first N rows.")] = None,
 ) -> None:
-    """Score a run on a labeled file: classification per class (macro-F1, confusion); generate by loss and replies."""
-    from rich.console import Console
+    """Score a run on a labeled file as its task does (classifier: per class, confusion; generate: loss, replies)."""
+    from tunesmith.runs import write_json
+    from tunesmith.tasks import for_run, open_run
+    from tunesmith.tasks.base import call_with
 
-    from tunesmith.metrics import evaluate_run
-    from tunesmith.report import print_metrics
-    from tunesmith.runs import read_run, write_json
-
-    if read_run(run_dir).task == "generate":
-        from tunesmith.config import EvalConfig
-        from tunesmith.generation import Generator
-
-        EvalConfig(answer_pattern=answer_pattern, max_new_tokens=max_new_tokens)  # checks the regex and the count
-        gen = Generator.from_run(run_dir, min(batch_size, 32))
-        metrics = gen.evaluate_file(
-            data, prompt_column, response_column, encoding, answer_pattern, max_new_tokens, generate_samples
-        )
-        shown = ["loss", "perplexity", "exact_match", "token_f1", "rouge_l", "json_valid"]
-        print("  ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics) + f"  ({metrics['n']} generated)")
-        for key, value in metrics.get("json_fields", {}).items():
-            print(f"  JSON field {key} correct: {value:.4f}")
-        if output:
-            write_json(output, metrics)
-        return
-    metrics = evaluate_run(run_dir, data, text_column, label_column, encoding, batch_size)
-    print_metrics(metrics, f"{data} ({metrics['n']} rows)", Console())
-    print(f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
+    _, task = for_run(run_dir)
+    columns = {"text": text_column, "label": label_column, "prompt": prompt_column, "response": response_column}
+    predictor = open_run(run_dir, batch_size)
+    metrics = call_with(
+        predictor.evaluate_file, task.name, data, columns=columns, encoding=encoding, answer_pattern=answer_pattern,
+        max_new_tokens=max_new_tokens, generate_samples=generate_samples,
+    )  # fmt: skip
+    task.show(metrics, data)
     if output:
         write_json(output, metrics)
 
@@ -273,37 +249,31 @@ def predict(
     top_k: Annotated[int | None, Opt(help="Keep only the k most likely labels' probabilities.")] = None,
     text_column: Annotated[str | None, Opt(help="Text column (as in training when unset).")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
-    batch_size: Annotated[int, Opt(help="Texts per batch.")] = 64,
+    batch_size: Annotated[int | None, Opt(help="Texts per batch (default 64; 16 for generate).")] = None,
     format_: Annotated[
         str | None, Opt("--format", help="csv or jsonl (default: from the output name; jsonl on stdout).")
     ] = None,
     prompt_column: Annotated[str | None, Opt(help="generate: prompt column (found by name when unset).")] = None,
-    max_new_tokens: Annotated[int, Opt(help="generate: most tokens per reply.")] = 256,
-    temperature: Annotated[float, Opt(help="generate: 0 is greedy (default); above 0 samples.")] = 0.0,
-    top_p: Annotated[float, Opt(help="generate: nucleus sampling mass (with --temperature).")] = 1.0,
-    seed: Annotated[int, Opt(help="generate: seed of sampling.")] = 0,
+    max_new_tokens: Annotated[int | None, Opt(help="generate: most tokens per reply (default 256).")] = None,
+    temperature: Annotated[float | None, Opt(help="generate: 0 is greedy (default); above 0 samples.")] = None,
+    top_p: Annotated[float | None, Opt(help="generate: nucleus sampling mass (with --temperature).")] = None,
+    seed: Annotated[int | None, Opt(help="generate: seed of sampling (default 0).")] = None,
     backend: Annotated[str, Opt(help="torch, or onnx, onnx-int8, onnx-int8-dynamic after tunesmith export.")] = "torch",
 ) -> None:
-    """Label texts with a classification run, or reply to prompts with a generate run (JSONL, input order)."""
+    """Predict with a run as its task does: labels (with scores) for texts, replies to prompts (input order)."""
     from tunesmith.report import console
-    from tunesmith.runs import read_run
+    from tunesmith.tasks import for_run, open_run
+    from tunesmith.tasks.base import call_with
 
-    if read_run(run_dir).task == "generate":
-        from tunesmith.generation import Generator
-
-        if backend != "torch":
-            raise ConfigError(f"--backend {backend} is for classification runs; a generate run predicts with torch")
-        gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
-        n = Generator.from_run(run_dir, min(batch_size, 32)).predict_file(data, output, prompt_column, encoding, **gen)
-        if output not in (None, "-"):
-            console.print(f"wrote {n} replies to {output}")
-        return
-    from tunesmith.predict import Predictor
-
-    predictor = Predictor.from_run(run_dir, batch_size, backend)
-    n = predictor.predict_file(data, output, top_k, text_column, encoding, format_)
+    _, task = for_run(run_dir)
+    predictor = open_run(run_dir, batch_size, backend)
+    columns = {"text": text_column, "prompt": prompt_column}
+    n = call_with(
+        predictor.predict_file, task.name, data, output, columns=columns, encoding=encoding, top_k=top_k,
+        format=format_, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+    )  # fmt: skip
     if output not in (None, "-"):
-        console.print(f"wrote {n} predictions to {output}")
+        console.print(f"wrote {n} {predictor.noun} to {output}")
 
 
 @app.command()
@@ -329,9 +299,13 @@ def chat(
     seed: Annotated[int, Opt(help="Seed of sampling.")] = 0,
 ) -> None:
     """Talk to a fine-tuned causal LM in the terminal, for a quick look."""
-    from tunesmith.generation import Generator
+    from tunesmith.tasks import for_run, open_run
 
-    Generator.from_run(run_dir, 1).chat(max_new_tokens, temperature, top_p, seed)
+    _, task = for_run(run_dir)
+    predictor = open_run(run_dir, 1)
+    if not hasattr(predictor, "chat"):
+        raise ConfigError(f"{run_dir}: a {task.name} run; chat needs a run trained with --task generate")
+    predictor.chat(max_new_tokens, temperature, top_p, seed)
 
 
 @app.command()
@@ -362,10 +336,9 @@ def compare(
         "train.seed": seed,
         "overwrite": overwrite or None,
     }
-    cfg = build_config(config, flags, set_)
-    from tunesmith.train.tasks import detect_task
+    from tunesmith.tasks import detect_task
 
-    cfg = detect_task(cfg)  # the table names the metric, a default that depends on the task
+    cfg = detect_task(build_config(config, flags, set_))  # the table names the metric, which depends on the task
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     rows = run_compare(cfg, names, output, test_data)
     print(markdown(rows, cfg))

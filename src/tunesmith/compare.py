@@ -42,11 +42,9 @@ def variant(name: str) -> dict[str, Any]:
 
 def compare(base: RunConfig, strategies: list[str], output: Path, test_data: str | None = None) -> list[dict[str, Any]]:
     """Train base under each strategy into output/<name>; write compare.json and compare.md; return the rows."""
-    from tunesmith.train.tasks import detect_task
+    from tunesmith.tasks import resolve
 
-    base = detect_task(base)
-    if base.task.type != "classification":
-        raise ConfigError("compare: only classification runs can be compared so far")
+    base, _ = resolve(base)
     for name in strategies:
         variant(name)  # every name is checked before hours of training
     if output.exists() and any(output.iterdir()) and not base.overwrite:
@@ -89,10 +87,11 @@ def _train_one(name: str, cfg: RunConfig, test_data: str | None) -> dict[str, An
         "mean_backbone_drift": mean_backbone_drift(drift),
     }
     if test_data:
-        from tunesmith.metrics import evaluate_run
+        from tunesmith.tasks import for_run, open_run
 
-        test = evaluate_run(run, test_data)
-        row.update(test_accuracy=test["accuracy"], test_macro_f1=test["macro_f1"])
+        _, task = for_run(run)
+        test = open_run(run).evaluate_file(test_data)
+        row.update({f"test_{name}": test[name] for name in task.headline if name in test})
     return row
 
 
@@ -104,11 +103,11 @@ def mean_backbone_drift(drift: dict[str, Any]) -> float:
 
 def markdown(rows: list[dict[str, Any]], base: RunConfig) -> str:
     """The comparison as a Markdown table."""
-    test = "test_macro_f1" in rows[0]
+    tested = [k.removeprefix("test_") for k in rows[0] if k.startswith("test_")]
     head = [
         "strategy",
         f"eval {base.eval.metric}",
-        *(["test accuracy", "test macro-F1"] if test else []),
+        *(f"test {name}" for name in tested),
         "trainable params",
         "train time (s)",
         "peak RSS (MiB)",
@@ -117,8 +116,7 @@ def markdown(rows: list[dict[str, Any]], base: RunConfig) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["strategy"], f"{r['eval']:.4f}" if r["eval"] is not None else "-"]
-        if test:
-            cells += [f"{r['test_accuracy']:.4f}", f"{r['test_macro_f1']:.4f}"]
+        cells += [f"{r[f'test_{name}']:.4f}" for name in tested]
         cells += [
             f"{r['trainable_parameters']:,}",
             f"{r['train_seconds']:.0f}",

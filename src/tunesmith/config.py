@@ -15,6 +15,23 @@ import yaml
 
 from tunesmith.config_parse import build, parse_value, suggest
 from tunesmith.errors import ConfigError
+from tunesmith.tasks import NAMES as TASK_NAMES
+
+METRICS = {
+    "macro_f1": "max",
+    "weighted_f1": "max",
+    "micro_f1": "max",
+    "samples_f1": "max",
+    "accuracy": "max",
+    "subset_accuracy": "max",
+    "pearson": "max",
+    "spearman": "max",
+    "rmse": "min",
+    "mae": "min",
+    "loss": "min",
+    "perplexity": "min",
+}
+"""Every metric that can pick the best checkpoint, and which way is better; each task says which apply to it."""
 
 
 @dataclass
@@ -80,15 +97,15 @@ class TaskConfig:
 
     type: str = "auto"
     """classification (one label per text) or generate (supervised fine-tuning of a causal LM on
-    prompt/response pairs or chat records); auto: generate when the columns are messages or a
-    prompt/response pair, else classification."""
+    prompt/response pairs or chat records); auto: from the training file's columns (tasks/__init__.py asks
+    each task in turn; the run summary says which and why)."""
     template: str = "auto"
     """generate: how conversations become text: chat (the tokenizer's chat template), plain (Alpaca's
     "### Instruction: / ### Response:" blocks) or auto (chat when the tokenizer has a template)."""
 
     def __post_init__(self) -> None:
-        if self.type not in ("auto", "classification", "generate"):
-            raise ConfigError(f"task.type must be auto, classification or generate, got '{self.type}'")
+        if self.type not in ("auto", *TASK_NAMES):
+            raise ConfigError(f"task.type must be auto or one of {', '.join(TASK_NAMES)}, got '{self.type}'")
         if self.template not in ("auto", "chat", "plain"):
             raise ConfigError(f"task.template must be auto, chat or plain, got '{self.template}'")
 
@@ -271,10 +288,8 @@ class EvalConfig:
     e.g. '#### (.+)' for worked maths answers; the whole stripped reply when unset."""
 
     def __post_init__(self) -> None:
-        if self.metric not in (None, "macro_f1", "weighted_f1", "accuracy", "loss", "perplexity"):
-            raise ConfigError(
-                f"eval.metric must be macro_f1, weighted_f1, accuracy, loss or perplexity, got '{self.metric}'"
-            )
+        if self.metric is not None and self.metric not in METRICS:
+            raise ConfigError(f"eval.metric must be one of {', '.join(METRICS)}, got '{self.metric}'")
         if self.generate_samples < 0 or self.max_new_tokens < 1:
             raise ConfigError("eval.generate_samples must be at least 0 and eval.max_new_tokens at least 1")
         if self.answer_pattern is not None:
@@ -295,14 +310,7 @@ class EvalConfig:
         """Whether ``new`` improves on ``old`` for the chosen metric."""
         if old is None:
             return True
-        return new < old if self.metric in ("loss", "perplexity") else new > old
-
-
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classification": {"model.name": "minilm", "model.max_length": 128, "eval.metric": "macro_f1"},
-    "generate": {"model.name": "smollm2", "model.max_length": 512, "eval.metric": "loss"},
-}
-"""Defaults that depend on the task, filled in once the task is known (RunConfig.for_task)."""
+        return new < old if METRICS[self.metric or "loss"] == "min" else new > old
 
 
 @dataclass
@@ -333,23 +341,10 @@ class RunConfig:
     """Resume even when the data or the config differ from the interrupted run's."""
 
     def for_task(self, task: str) -> RunConfig:
-        """A copy with task.type set and every default that depends on the task filled in."""
-        values = {"task.type": task}
-        for key, default in TASK_DEFAULTS[task].items():
-            section, name = key.split(".")
-            if getattr(getattr(self, section), name) is None:
-                values[key] = default
-        cfg = self.with_values(values, where="config")
-        allowed = ("loss", "perplexity") if task == "generate" else ("macro_f1", "weighted_f1", "accuracy", "loss")
-        if cfg.eval.metric not in allowed:
-            raise ConfigError(
-                f"eval.metric {cfg.eval.metric} does not apply to {task}; use one of: {', '.join(allowed)}"
-            )
-        if task == "generate" and cfg.data.test_data is not None:
-            raise ConfigError("data.test_data applies to classification so far; score a generate run with evaluate")
-        if task == "classification" and cfg.train.packing:
-            raise ConfigError("--packing applies to generate only")
-        return cfg
+        """A copy with task.type set and every default that depends on the task filled in (Task.configure)."""
+        from tunesmith.tasks import get
+
+        return get(task).configure(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as written to YAML and tunesmith.json."""

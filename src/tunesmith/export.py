@@ -1,8 +1,8 @@
-"""ONNX export of a classification run for fast CPU inference, and the ONNX Runtime forward that reads it.
+"""ONNX export of a sequence-task run (a classifier and its siblings) for fast CPU inference.
 
-Owns RUN/onnx/: model.onnx (fp32), its int8 versions (model.int8.onnx, model.int8-dynamic.onnx) and
-export.json (what was exported, and how far each file's logits are from torch's). Knows nothing about
-training; batching stays in predict.py, which runs these files through the same Forward interface as torch.
+Owns what goes into RUN/onnx/: model.onnx (fp32), its int8 versions (model.int8.onnx, model.int8-dynamic.onnx)
+and export.json (what was exported, and how far each file's logits are from torch's). Knows nothing about
+training; backends.py runs these files through the same Forward interface as torch.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from tunesmith.backends import FILES, ONNX_DIR, QUANTIZED, require_onnx, session_forward
 from tunesmith.data.batching import collate
 from tunesmith.data.encode import encode_texts
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import quiet_transformers
-from tunesmith.predict import Forward
-from tunesmith.runs import atomic_path, read_run
+from tunesmith.runs import atomic_path
 
-ONNX_DIR = "onnx"
 QUANTIZE = {
     "int8": {"method": "MatMulNBits", "bits": 8, "block_size": 64, "is_symmetric": True, "accuracy_level": 4},
     "int8-dynamic": {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": True},
@@ -44,8 +43,7 @@ speed against the fp32 file:
   next to BERT's outlier channels, and either feed-forward matmul alone flips 2% of the dev texts. Every flip
   seen was a text torch itself scored within 0.15 of a tie.
 """
-FILES = {"onnx": "model.onnx", **{f"onnx-{name}": f"model.{name}.onnx" for name in QUANTIZE}}
-"""The file each ONNX backend of Predictor runs."""
+assert tuple(QUANTIZE) == QUANTIZED  # backends.FILES names a file for each
 RECORD = "export.json"
 OPSET = 17
 """17 has LayerNormalization as one operator, which ONNX Runtime runs fused."""
@@ -56,44 +54,6 @@ SAMPLE_WORDS = (
     "my invoice shows a refund that never arrived , and the app crashes at login every single time ; "
     "still I love the new design and would suggest it to a friend"
 ).split()
-
-
-def require_onnx() -> None:
-    """One line instead of an ImportError deep inside export or predict when the extra is not installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        raise ConfigError(
-            f"ONNX needs the onnx and onnxruntime packages ({e.name} is missing): pip install 'tunesmith[onnx]'"
-        ) from None
-
-
-def onnx_forward(run_dir: str | Path, backend: str = "onnx") -> Forward:
-    """The Forward of a run's exported file for backend onnx or onnx-int8, run by ONNX Runtime on the CPU."""
-    require_onnx()
-    path = Path(run_dir) / ONNX_DIR / FILES[backend]
-    if not path.is_file():
-        flag = f" --quantize {backend.removeprefix('onnx-')}" if backend != "onnx" else ""
-        raise ModelError(f"{path}: not exported; run: tunesmith export {run_dir} --format onnx{flag}")
-    return session_forward(path)
-
-
-def session_forward(path: Path) -> Forward:
-    """An InferenceSession over one .onnx file as a Forward: torch tensors in and out, numpy in between."""
-    import numpy as np
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-
-    def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        feeds = {k: v.numpy() for k, v in batch.items() if k in names}
-        if "token_type_ids" in names:  # one segment: the zeros torch uses when it is not given
-            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
-        return torch.from_numpy(session.run(["logits"], feeds)[0]).float()
-
-    return forward
 
 
 class _Logits(torch.nn.Module):
@@ -215,10 +175,13 @@ def export_onnx(run_dir: str | Path, quantize: str | None = None) -> Path:
     require_onnx()
     if quantize is not None and quantize not in QUANTIZE:
         raise ConfigError(f"--quantize must be {' or '.join(QUANTIZE)}, got '{quantize}'")
-    run = read_run(run_dir)
-    if run.task != "classification":
-        raise ConfigError(f"{run_dir}: export supports classification runs only (this is a {run.task} run)")
-    model = load_finetuned(str(run.path), run.task, run.labels).eval()
+    from tunesmith.tasks import for_run, supporting
+
+    run, task = for_run(run_dir)
+    if "onnx" not in task.backends:  # told before any weights load
+        runs = " and ".join(supporting(lambda t: "onnx" in t.backends))
+        raise ConfigError(f"{run_dir}: export supports {runs} runs only (this is a {task.name} run)")
+    model = load_finetuned(str(run.path), task.model_class, run.labels).eval()
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(str(run.path))
     names = input_names(model)

@@ -14,13 +14,15 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from tunesmith.backends import eval_mode
+from tunesmith.data.batching import pad, sorted_batches
 from tunesmith.data.chat import ChatFormat
-from tunesmith.data.readers import iter_tables
+from tunesmith.data.readers import iter_tables, reuse_column
 from tunesmith.data.sft import Conversation, conversations
 from tunesmith.errors import ConfigError
 from tunesmith.model.heads import takes_logits_to_keep
 from tunesmith.model.pretrained import ModelSource, load_errors, quiet_transformers
-from tunesmith.runs import atomic_output, read_run
+from tunesmith.runs import RunInfo, atomic_output, read_run
 
 
 @torch.inference_mode()
@@ -37,41 +39,35 @@ def generate_ids(
     """The reply to each prompt (token ids), in input order; greedy unless temperature > 0."""
     if temperature < 0 or not 0 < top_p <= 1:
         raise ConfigError(f"--temperature must be >= 0 and --top-p in (0, 1], got {temperature}, {top_p}")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = {tokenizer.eos_token_id}
     configured = model.generation_config.eos_token_id
     stops |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     torch.manual_seed(seed)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
     replies = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):  # left padding: every prompt ends where generation starts
-            ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[r, width - len(prompts[i]) :] = 1
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=sorted(stops),
-            pad_token_id=pad,
-            **sampling,
-        )
-        for r, i in enumerate(rows):
-            replies[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True).strip()
-    model.train(was_training)
+    with eval_mode(model):
+        for rows in sorted_batches([len(p) for p in prompts], batch_size):
+            # left padding: every prompt ends where generation starts
+            ids, mask = pad([prompts[i] for i in rows], pad_id, side="left")
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=sorted(stops),
+                pad_token_id=pad_id,
+                **sampling,
+            )
+            for r, i in enumerate(rows):
+                replies[i] = tokenizer.decode(out[r, ids.shape[1] :], skip_special_tokens=True).strip()
     return replies
 
 
 class Generator:
     """A fine-tuned causal LM ready to reply to prompts or conversations."""
+
+    noun = "replies"
 
     def __init__(
         self,
@@ -87,19 +83,17 @@ class Generator:
         self.columns = columns or {}
 
     @classmethod
-    def from_run(cls, path: str | Path, batch_size: int = 16) -> Generator:
-        """Load θ̃, its tokenizer and template from a run folder."""
-        run = read_run(path)
-        if run.task != "generate":
-            raise ConfigError(f"{path}: a {run.task} run; generation needs a run trained with --task generate")
+    def from_run(cls, run: RunInfo | str | Path, batch_size: int = 16) -> Generator:
+        """Load θ̃, its tokenizer and template from a run folder (tasks.open_run checks it is a generate run)."""
+        run = run if isinstance(run, RunInfo) else read_run(run)
+        path = run.path
         with load_errors(ModelSource(str(path), str(path), "local")), quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(str(run.path), use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(str(run.path))
         if torch.cuda.is_available():
             model = model.to("cuda")
         fmt = ChatFormat(tokenizer, run.raw.get("template", "auto"))
-        columns = (run.raw.get("data", {}).get("train") or {}).get("columns") or {}
-        return cls(model, tokenizer, fmt, run.max_length, batch_size, columns)
+        return cls(model, tokenizer, fmt, run.max_length, batch_size, run.columns)
 
     def generate(
         self,
@@ -118,18 +112,27 @@ class Generator:
         return out[0] if single else out
 
     def predict_file(
-        self, source: str, output: str | None, prompt_column: str | None = None, encoding: str = "utf-8", **gen: Any
+        self,
+        source: str,
+        output: str | None,
+        *,
+        columns: dict[str, str | None] | None = None,
+        encoding: str = "utf-8",
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
     ) -> int:
         """Reply to every prompt of a file (or '-' for stdin); JSONL with the prompt and the response, in order.
 
         A file output appears (renamed from a temporary sibling) only when complete.
         """
         written = 0
+        given = (columns or {}).get("prompt")
         with atomic_output(output) as sink:
             for chunk in iter_tables(source, encoding):
-                known = self.columns.get("prompt")
-                convs = conversations(chunk, prompt_column or (known if known in chunk.columns else None), None, False)
-                replies = self.generate(convs.items, **gen)
+                convs = conversations(chunk, reuse_column(chunk, given, self.columns.get("prompt")), None, False)
+                replies = self.generate(convs.items, max_new_tokens, temperature, top_p, seed)
                 for conv, reply in zip(convs.items, replies, strict=True):
                     prompt = conv[-1]["content"] if conv[-1]["role"] == "user" else None
                     record = {"prompt": prompt} if prompt is not None else {"messages": conv}
@@ -141,21 +144,23 @@ class Generator:
     def evaluate_file(
         self,
         source: str,
-        prompt_column: str | None = None,
-        response_column: str | None = None,
+        *,
+        columns: dict[str, str | None] | None = None,
         encoding: str = "utf-8",
         answer_pattern: str | None = None,
         max_new_tokens: int = 256,
         generate_samples: int | None = None,
     ) -> dict[str, Any]:
         """Held-out loss and perplexity over every sample; generation metrics over the first generate_samples."""
+        from tunesmith.config import EvalConfig
         from tunesmith.data.readers import read_table
         from tunesmith.text_metrics import generation_scores, lm_loss
 
+        EvalConfig(answer_pattern=answer_pattern, max_new_tokens=max_new_tokens)  # checks the regex and the count
+        given = columns or {}
         table = read_table(source, encoding)
-        prompt_column = prompt_column or (
-            self.columns.get("prompt") if self.columns.get("prompt") in table.columns else None
-        )
+        prompt_column = reuse_column(table, given.get("prompt"), self.columns.get("prompt"))
+        response_column = reuse_column(table, given.get("response"), self.columns.get("response"))
         convs = conversations(table, prompt_column, response_column).items
         held = [self.format.encode(c, self.max_length) for c in convs]
         metrics = lm_loss(

@@ -1,7 +1,7 @@
-"""Metrics per task, accumulated batch by batch: a confusion matrix and a running loss sum.
+"""Scores accumulated batch by batch; the single-label one is a confusion matrix and a running loss sum.
 
-No list of logits or predictions is kept, so scoring a file takes the same memory whatever its
-length. Knows nothing about training; the scores from a confusion matrix match scikit-learn's
+No list of logits or predictions is kept for classification, so scoring a file takes the same memory
+whatever its length. Knows nothing about training; the scores from a confusion matrix match scikit-learn's
 precision_recall_fscore_support (tested).
 """
 
@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from tunesmith.backends import Forward, iter_logits
 from tunesmith.data.labels import LabelSpace
 from tunesmith.losses import classification_loss
-from tunesmith.predict import iter_logits, torch_forward
+
+
+class Score(Protocol):
+    """A running score: batches folded in, metrics out."""
+
+    def add(self, logits: torch.Tensor, gold: torch.Tensor) -> None:
+        """Fold one batch in (fp32 logits and targets, on the CPU)."""
+        ...
+
+    def result(self) -> dict[str, Any]:
+        """The metrics so far, "loss" (mean per item) and "n" among them."""
+        ...
 
 
 @dataclass
@@ -41,89 +52,52 @@ class ClassificationScore:
         return classification_metrics(self.confusion, self.labels, self.loss_sum)
 
 
-def classification_metrics(confusion: np.ndarray, labels: LabelSpace, loss_sum: float | None = None) -> dict[str, Any]:
-    """Scores from a confusion matrix; a class never predicted (or never present) scores 0, as zero_division=0."""
-    tp = np.diag(confusion).astype(float)
-    support = confusion.sum(1)
-    predicted = confusion.sum(0)
+def prf(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per class from counts; 0 where undefined, as scikit-learn's zero_division=0."""
+    tp = tp.astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted > 0, tp / predicted, 0.0)
         recall = np.where(support > 0, tp / support, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return precision, recall, f1
+
+
+def per_label(names: Sequence[str], precision: np.ndarray, recall: np.ndarray, f1: np.ndarray, support: np.ndarray):
+    """{name: {precision, recall, f1, support}}, as the report tables read it."""
+    return {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(names)
+    }  # fmt: skip
+
+
+def classification_metrics(confusion: np.ndarray, labels: LabelSpace, loss_sum: float | None = None) -> dict[str, Any]:
+    """Scores from a confusion matrix; a class never predicted (or never present) scores 0, as zero_division=0."""
+    support = confusion.sum(1)
+    precision, recall, f1 = prf(np.diag(confusion), confusion.sum(0), support)
     n = int(confusion.sum())
     return {
         "loss": (loss_sum / n) if loss_sum is not None and n else float("nan"),
-        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "accuracy": float(np.diag(confusion).sum() / n) if n else 0.0,
         "macro_f1": float(f1.mean()),
         "weighted_f1": float((f1 * support).sum() / max(support.sum(), 1)),
         "n": n,
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(labels.names)
-        },
+        "per_class": per_label(labels.names, precision, recall, f1, support),
         "confusion_matrix": confusion.tolist(),
     }
 
 
-@torch.no_grad()
-def score_encoded(
-    score: ClassificationScore,
-    model: torch.nn.Module,
+@torch.inference_mode()
+def score_forward(
+    score: Score,
+    forward: Forward,
     ids: Sequence[Sequence[int]],
-    label_ids: Sequence[int],
+    targets: Sequence[Any],
     batch_size: int,
     pad_id: int,
-) -> ClassificationScore:
-    """Fold a model's predictions on encoded texts into a running score."""
-    was_training = model.training
-    model.eval()
-    for rows, logits in iter_logits(torch_forward(model), ids, batch_size, pad_id):
-        score.add(logits, torch.as_tensor([label_ids[i] for i in rows], device=logits.device))
-    model.train(was_training)
+    types: Sequence[Sequence[int]] | None = None,
+) -> Score:
+    """Fold a forward's outputs on encoded texts (or pairs) into a running score; the caller sets eval mode."""
+    for rows, logits in iter_logits(forward, ids, batch_size, pad_id, types):
+        score.add(logits, torch.as_tensor([targets[i] for i in rows]))
     return score
-
-
-def evaluate_encoded(
-    model: torch.nn.Module,
-    ids: Sequence[Sequence[int]],
-    label_ids: Sequence[int],
-    labels: LabelSpace,
-    batch_size: int,
-    pad_id: int,
-) -> dict[str, Any]:
-    """Metrics of a model on encoded texts; the loss is the mean cross-entropy per text."""
-    return score_encoded(ClassificationScore(labels), model, ids, label_ids, batch_size, pad_id).result()
-
-
-def evaluate_run(
-    run: str | Path,
-    data: str | Path,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    encoding: str = "utf-8",
-    batch_size: int = 64,
-) -> dict[str, Any]:
-    """Metrics of a run folder's model on a labeled file, read chunk by chunk (memory does not grow with it)."""
-    from tunesmith.data.encode import encode_texts
-    from tunesmith.data.readers import iter_tables
-    from tunesmith.data.validate import examples
-    from tunesmith.predict import Predictor
-
-    predictor = Predictor.from_run(run, batch_size)
-    score = ClassificationScore(predictor.labels)
-    columns = (text_column, label_column)
-    for n, chunk in enumerate(iter_tables(data, encoding)):
-        if n == 0:  # the training file's column names when this file has them too; else found by name
-            columns = (text_column or predictor.column(chunk, "text"), label_column or predictor.column(chunk, "label"))
-        ex = examples(chunk, *columns)
-        columns = (ex.text_column, ex.label_column)
-        ids = encode_texts(predictor.tokenizer, ex.texts, predictor.max_length)
-        score_encoded(
-            score, predictor.model, ids, ex.label_ids(predictor.labels), batch_size, predictor.tokenizer.pad_token_id
-        )
-    return score.result()

@@ -136,14 +136,11 @@ class RunInfo:
     raw: dict[str, Any]
 
     @property
-    def text_column(self) -> str | None:
-        """The text column of the training file (given or found), tried first in files to score."""
-        return (self.raw.get("data", {}).get("train") or {}).get("text_column")
-
-    @property
-    def label_column(self) -> str | None:
-        """The label column of the training file (given or found), tried first in files to score."""
-        return (self.raw.get("data", {}).get("train") or {}).get("label_column")
+    def columns(self) -> dict[str, str | None]:
+        """The training file's columns by role (text, label; prompt, response), tried first in files to score."""
+        train = self.raw.get("data", {}).get("train") or {}
+        roles = {"text": train.get("text_column"), "label": train.get("label_column")}
+        return {**roles, **(train.get("columns") or {})}
 
     @property
     def max_length(self) -> int:

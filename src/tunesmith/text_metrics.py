@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from tunesmith.backends import eval_mode
+from tunesmith.data.batching import sorted_batches
 from tunesmith.data.chat import Encoded
 from tunesmith.data.tokens import TokenSet
 from tunesmith.losses import causal_lm_loss
@@ -109,19 +111,15 @@ def lm_loss(
     model: torch.nn.Module, samples: Sequence[Encoded], batch_size: int, pad_id: int, keep_logits: bool = False
 ) -> dict[str, float]:
     """Mean negative log-likelihood per target token over the samples, and its perplexity."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     data = TokenSet(samples, batch_size, 1, 0, pad_id, keep_logits)
-    order = sorted(range(len(samples)), key=lambda i: -len(samples[i].ids))  # little padding
     total = torch.zeros((), dtype=torch.float64)
     tokens = 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in data.collate(rows).items()}
-        labels = batch.pop("labels")
-        total += causal_lm_loss(model(**batch, use_cache=False).logits, labels).double().cpu()
-        tokens += data.items(rows)
-    model.train(was_training)
+    with eval_mode(model):
+        for rows in sorted_batches([len(s.ids) for s in samples], batch_size):  # little padding
+            batch = {k: v.to(device) for k, v in data.collate(rows).items()}
+            labels = batch.pop("labels")
+            total += causal_lm_loss(model(**batch, use_cache=False).logits, labels).double().cpu()
+            tokens += data.items(rows)
     loss = float(total) / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "target_tokens": tokens}

@@ -152,12 +152,12 @@ def run_study(
 
 def _checked(base: RunConfig) -> RunConfig:
     """The task resolved, held-out data required, every data error raised now (one line) rather than per trial."""
-    from tunesmith.train.tasks import detect_task, load_data
+    from tunesmith.tasks import resolve
 
-    base = detect_task(base)
+    base, task = resolve(base)
     if base.data.eval_data is None and base.data.eval_split == 0:
         raise ConfigError("tune: trials are compared on held-out data; pass --eval-data or an --eval-split above 0")
-    load_data(base)
+    task.load_data(base)
     return base
 
 

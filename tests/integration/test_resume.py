@@ -29,7 +29,9 @@ OPTIONS = dict(
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import tunesmith
-    import tunesmith.train.tasks as tasks
+    import tunesmith.tasks.classify as classify
+    import tunesmith.tasks.generate as generate
+    import tunesmith.tasks.sequence as sequence
 
     args = json.loads(sys.argv[1])
     kill = args.pop("kill")
@@ -43,10 +45,10 @@ SCRIPT = textwrap.dedent("""
             return fn(*a, **k)
         return wrapper
 
-    tasks.classification_loss = killing("loss", tasks.classification_loss)
-    tasks.evaluate_encoded = killing("eval", tasks.evaluate_encoded)
-    tasks.causal_lm_loss = killing("loss", tasks.causal_lm_loss)
-    tasks.lm_loss = killing("eval", tasks.lm_loss)
+    classify.classification_loss = killing("loss", classify.classification_loss)
+    sequence.score_forward = killing("eval", sequence.score_forward)
+    generate.causal_lm_loss = killing("loss", generate.causal_lm_loss)
+    generate.lm_loss = killing("eval", generate.lm_loss)
     argv = args.pop("argv", None)
     if args.pop("resume_cmd", False):
         argv = ["resume", args["output"], "-q"]
@@ -198,7 +200,7 @@ def test_interrupted_run_blocks_a_fresh_start_and_checkpoints_are_pruned(small, 
 
 
 def nan_at(monkeypatch, call):
-    import tunesmith.train.tasks as tasks
+    import tunesmith.tasks.classify as tasks
 
     real, calls = tasks.classification_loss, {"n": 0}
 

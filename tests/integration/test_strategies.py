@@ -13,10 +13,10 @@ import tunesmith
 from tunesmith.config import StrategyConfig, TrainConfig
 from tunesmith.data.labels import LabelSpace
 from tunesmith.losses import l2sp_penalty
-from tunesmith.model.heads import with_head
 from tunesmith.model.pretrained import resolve
 from tunesmith.model.strategies import apply_strategy, layout
 from tunesmith.report import parameter_drift
+from tunesmith.tasks import get
 from tunesmith.train.optim import parameter_groups
 
 HEAD = {"classifier.weight", "classifier.bias"}
@@ -46,7 +46,7 @@ ROWS = [
 def model_factory(tiny_model):
     def make(strategy: str):
         torch.manual_seed(0)
-        model = with_head(resolve(tiny_model), "classification", LabelSpace(("a", "b", "c")))
+        model = get("classification").new_model(resolve(tiny_model), LabelSpace(("a", "b", "c")))
         return apply_strategy(model, StrategyConfig(name=strategy))
 
     return make
@@ -194,7 +194,7 @@ def test_lora_merged_model_predicts_as_the_adapter_model(tiny_model, tiny_data, 
     )
     assert not list(result.path.glob("adapter_*")), "the run folder root holds the merged model only"
     merged = AutoModelForSequenceClassification.from_pretrained(result.path).eval()
-    base = with_head(resolve(tiny_model), "classification", LabelSpace(("billing", "feedback", "technical")))
+    base = get("classification").new_model(resolve(tiny_model), LabelSpace(("billing", "feedback", "technical")))
     adapted = PeftModel.from_pretrained(base, result.path / "adapter").eval()
     tok = AutoTokenizer.from_pretrained(result.path)
     batch = tok(["my invoice is wrong", "the app crashes at login", "love it"], padding=True, return_tensors="pt")

@@ -105,12 +105,12 @@ def test_forward_equals_plain_transformers(tiny_model):
     from transformers import set_seed
 
     from tunesmith.data.labels import LabelSpace
-    from tunesmith.model.heads import with_head
     from tunesmith.model.pretrained import resolve
+    from tunesmith.tasks import get
 
     labels = LabelSpace(("a", "b"))
     set_seed(3)
-    ours = with_head(resolve(tiny_model), "classification", labels).eval()
+    ours = get("classification").new_model(resolve(tiny_model), labels).eval()
     set_seed(3)
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model)

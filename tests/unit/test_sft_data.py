@@ -12,7 +12,7 @@ from tunesmith.config import DataConfig, RunConfig
 from tunesmith.data.readers import read_table
 from tunesmith.data.sft import conversations, load_sft
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.train.tasks import detect_task
+from tunesmith.tasks import detect_task
 
 
 @pytest.mark.parametrize(

@@ -325,6 +325,13 @@ def find_column(table: Table, given: str | None, candidates: tuple[str, ...], ro
     )
 
 
+def reuse_column(table: Table, given: str | None, known: str | None) -> str | None:
+    """The column to read a role from: the one given, else the training file's (known) when this table has it;
+    None lets find_column's usual names decide.
+    """
+    return given or (known if known in table.columns else None)
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN and blank strings count as missing."""
     if value is None:

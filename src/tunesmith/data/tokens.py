@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tunesmith.data.batching import grouped_batches
+from tunesmith.data.batching import epoch_generator, grouped_batches, pad
 from tunesmith.data.chat import IGNORE, Encoded
 
 
@@ -45,8 +45,8 @@ class TokenSet:
 
     def batches(self, epoch: int) -> list[list[int]]:
         """The epoch's order depends only on (seed, epoch): a resumed run can rebuild it exactly."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return grouped_batches([len(s.ids) for s in self.samples], self.batch_size, self.window, generator)
+        lengths = [len(s.ids) for s in self.samples]
+        return grouped_batches(lengths, self.batch_size, self.window, epoch_generator(self.seed, epoch))
 
     def items(self, rows: list[int]) -> int:
         """Target tokens in these rows (what the loss is summed over), less the first position (never predicted)."""
@@ -55,13 +55,8 @@ class TokenSet:
     def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
         """Right-padded ids, attention mask and labels (IGNORE on padding)."""
         chosen = [self.samples[i] for i in rows]
-        width = max(len(s.ids) for s in chosen)
-        ids = torch.full((len(chosen), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chosen), width), dtype=torch.long)
-        labels = torch.full((len(chosen), width), IGNORE, dtype=torch.long)
-        for r, s in enumerate(chosen):
-            n = len(s.ids)
-            ids[r, :n], mask[r, :n], labels[r, :n] = torch.tensor(s.ids), 1, torch.tensor(s.labels)
+        ids, mask = pad([s.ids for s in chosen], self.pad_id)
+        labels, _ = pad([s.labels for s in chosen], IGNORE)
         return self._targets({"input_ids": ids, "attention_mask": mask}, labels)
 
     def _targets(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -100,7 +95,7 @@ class PackedSet(TokenSet):
 
     def rows_of(self, epoch: int) -> list[list[int]]:
         """Samples per packed row, first-fit in a shuffled order (the order depends only on seed and epoch)."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = epoch_generator(self.seed, epoch)
         rows: list[list[int]] = []
         room: list[int] = []
         for i in torch.randperm(len(self.samples), generator=generator).tolist():

@@ -1,5 +1,6 @@
 """Row-level checks that turn a Table into clean (text, label) columns, or one DataError.
 
+What a label cell holds (a class, a set of classes, a number) is the task's: it passes a LabelKind.
 Knows nothing about tokenizers or models.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ class Examples:
 
     file: str
     texts: list[str]
-    labels: list[str] | None
+    labels: list[Any] | None
+    """As the task's LabelKind parsed them: a class name, a list of class names, a number."""
     rows: list[int]
     lines: list[int] | None
     text_column: str
@@ -63,8 +66,19 @@ class Examples:
         return ids
 
 
-def examples(table: Table, text_column: str | None, label_column: str | None, need_labels: bool = True) -> Examples:
-    """Find the columns, then check every row: text present and a string, label present and scalar."""
+LabelCell = Callable[[Table, int, Any, str], Any]
+"""(table, row index, cell, column) -> the label, or one DataError naming the row and column."""
+
+
+def examples(
+    table: Table,
+    text_column: str | None,
+    label_column: str | None,
+    need_labels: bool = True,
+    parse: LabelCell | None = None,
+) -> Examples:
+    """Find the columns, then check every row: text present and a string, label present and as parse wants."""
+    parse = parse or label_cell
     text_col = find_column(table, text_column, TEXT_NAMES, "text", "--text-column")
     label_col = None
     if need_labels or label_column is not None:
@@ -72,7 +86,7 @@ def examples(table: Table, text_column: str | None, label_column: str | None, ne
     texts = [text_value(table, i, v, text_col) for i, v in enumerate(table.columns[text_col])]
     labels = None
     if label_col is not None:
-        labels = [_label(table, i, v, label_col) for i, v in enumerate(table.columns[label_col])]
+        labels = [parse(table, i, v, label_col) for i, v in enumerate(table.columns[label_col])]
     return Examples(
         table.path,
         texts,
@@ -98,7 +112,7 @@ def text_value(table: Table, i: int, value: Any, column: str) -> str:
     return value
 
 
-def _label(table: Table, i: int, value: Any, column: str) -> str:
+def label_cell(table: Table, i: int, value: Any, column: str) -> str:
     """Labels become strings: integers (and integral floats such as 1.0 from Parquet) print without a point."""
     if is_missing(value):
         raise DataError(table.path, "missing label", column=column, **table.where(i))
@@ -140,20 +154,42 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[lis
     return sorted(train), sorted(held)
 
 
+@dataclass(frozen=True)
+class LabelKind:
+    """How a task reads label cells and turns them into what its loss compares the logits with."""
+
+    parse: LabelCell
+    space: Callable[[list[Any], Sequence[str] | None, str], LabelSpace | None]
+    """(training labels, --labels, file) -> the label space (None: the task has none, as regression)."""
+    targets: Callable[[Examples, LabelSpace | None], list[Any]]
+    """Examples -> targets (class ids, multi-hot rows, numbers); a label outside the space is a DataError."""
+    strata: Callable[[list[Any]], list[str]] | None = None
+    """What the held-out split keeps the proportions of; None: a plain seeded sample."""
+
+
+CLASSES = LabelKind(
+    label_cell,
+    lambda labels, given, file: LabelSpace.from_labels(labels, given, file),
+    lambda ex, space: ex.label_ids(space),
+    lambda labels: labels,
+)
+"""One class per text."""
+
+
 @dataclass
 class LabeledData:
-    """Everything training needs from D, checked: examples, label space, ids, and where they came from."""
+    """Everything training needs from D, checked: examples, label space, targets, and where they came from."""
 
     train: Examples
     eval: Examples | None
-    labels: LabelSpace
-    train_ids: list[int]
-    eval_ids: list[int] | None
+    labels: LabelSpace | None
+    train_targets: list[Any]
+    eval_targets: list[Any] | None
     eval_from: str | None
     """eval_data, split (held out of train_data), or None (no evaluation)."""
     test: Examples | None = None
     """test_data: scored at every evaluation, chooses nothing."""
-    test_ids: list[int] | None = None
+    test_targets: list[Any] | None = None
 
     def fingerprints(self, cfg: DataConfig) -> dict[str, Any]:
         """Paths, sha256s, row counts and columns of the data files, as tunesmith.json records them."""
@@ -181,30 +217,44 @@ def data_fingerprints(
     return {"train": one(train, cfg.train_data), "eval": one(held, eval_path), "eval_from": eval_from}
 
 
-def load_labeled(cfg: DataConfig, seed: int) -> LabeledData:
-    """Read and check the training (and evaluation) data; every problem is one DataError."""
+def load_labeled(cfg: DataConfig, seed: int, kind: LabelKind = CLASSES) -> LabeledData:
+    """Read and check the training (and evaluation, test) data; every problem is one DataError."""
     if cfg.train_data is None:
         raise ConfigError("no training data: pass a file (tunesmith train DATA) or set data.train_data")
-    train = examples(read_table(cfg.train_data, cfg.encoding), cfg.text_column, cfg.label_column)
+
+    def read(path: str, text_column: str | None, label_column: str | None) -> Examples:
+        return examples(read_table(path, cfg.encoding), text_column, label_column, parse=kind.parse)
+
+    train = read(cfg.train_data, cfg.text_column, cfg.label_column)
     held, eval_from = None, None
     if cfg.eval_data is not None:
-        held, eval_from = (
-            examples(read_table(cfg.eval_data, cfg.encoding), cfg.text_column, cfg.label_column),
-            "eval_data",
-        )
+        held, eval_from = read(cfg.eval_data, cfg.text_column, cfg.label_column), "eval_data"
     elif cfg.eval_split > 0:
-        keep, out = stratified_split(train.labels, cfg.eval_split, seed)
+        assert train.labels is not None
+        if kind.strata is not None:
+            keep, out = stratified_split(kind.strata(train.labels), cfg.eval_split, seed)
+        else:
+            keep, out = random_split(len(train), cfg.eval_split, seed)
         if out:
             train, held, eval_from = train.take(keep), train.take(out), "split"
-    labels = LabelSpace.from_labels(train.labels, cfg.labels, train.file)
+    assert train.labels is not None
+    labels = kind.space(train.labels, cfg.labels, train.file)
     test = None
     if cfg.test_data is not None:  # the training file's columns, as for eval_data
-        test = examples(read_table(cfg.test_data, cfg.encoding), cfg.text_column or train.text_column,
-                        cfg.label_column or train.label_column)  # fmt: skip
+        test = read(cfg.test_data, cfg.text_column or train.text_column, cfg.label_column or train.label_column)
     return LabeledData(
-        train, held, labels, train.label_ids(labels), held.label_ids(labels) if held else None, eval_from,
-        test, test.label_ids(labels) if test else None,
+        train, held, labels, kind.targets(train, labels),
+        kind.targets(held, labels) if held is not None else None, eval_from,
+        test, kind.targets(test, labels) if test is not None else None,
     )  # fmt: skip
+
+
+def random_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, eval) row indices holding out ``fraction`` of n rows (at least one stays in training)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_eval = min(round(n * fraction), n - 1)
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
 
 
 def sha256_of(path: str | Path) -> str:

@@ -1,4 +1,4 @@
-"""F_θ: which transformers AutoModelFor* class each task uses, and the split into backbone and head.
+"""F_θ: θ̂ loaded as the AutoModelFor* class a task names, and the split into backbone and head.
 
 The backbone is ``model.base_model`` (transformers' own base_model_prefix); the head is
 everything else. We never guess the head from module names.
@@ -7,93 +7,71 @@ everything else. We never guess the head from module names.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
+import transformers
+from transformers import AutoConfig, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.model.pretrained import ModelSource, check_weights, load_errors, quiet_transformers
 
-TASK_MODELS = {"classification": AutoModelForSequenceClassification, "generate": AutoModelForCausalLM}
+
+def auto_class(name: str) -> Any:
+    """The transformers AutoModelFor* class of this name (a task names it: tasks/*.py)."""
+    return getattr(transformers, name)
 
 
-def with_head(
+def pretrained(
     source: ModelSource,
-    task: str,
-    labels: LabelSpace | None,
+    model_class: str,
+    head: dict[str, Any],
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     random_init: bool = False,
 ) -> PreTrainedModel:
-    """θ̂ plus a freshly initialised task head sized for the label space (seeded by the caller).
+    """θ̂ as model_class, in fp32, with the task head the head arguments size (a causal LM's own: none).
 
-    A causal LM (task generate) keeps its own LM head: nothing new is added. With random_init,
-    the same architecture and head start from random weights instead of θ̂.
+    A new head is initialised from the global seed (set by the caller). With random_init, the same architecture
+    and head start from random weights instead of θ̂. A GGUF-born model is rebuilt from its config (without
+    the quantization entry) and given the de-quantised weights: transformers refuses to save_pretrained a
+    model it still marks as GGUF.
     """
-    if task == "generate":
-        return causal_lm(source, trust_remote_code, allow_pickle, random_init)
-    assert labels is not None
-    labeled = {
-        "num_labels": len(labels),
-        "id2label": labels.id2label,
-        "label2id": labels.label2id,
-        "problem_type": "single_label_classification",
-    }
-    if random_init:
-        with load_errors(source), quiet_transformers():
-            config = AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code, **labeled)
-            return TASK_MODELS[task].from_config(config, trust_remote_code=trust_remote_code)
-    check_weights(source, allow_pickle)
-    with load_errors(source), quiet_transformers():
-        return TASK_MODELS[task].from_pretrained(
-            source.location,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True,
-            weights_only=True,  # even allowed pickle may only hold tensors, never code
-            **labeled,
-        )
-
-
-def causal_lm(
-    source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False, random_init: bool = False
-) -> PreTrainedModel:
-    """A causal LM from a folder, hub id or GGUF file, as a plain fp32 transformers model.
-
-    A GGUF-born model is rebuilt from its config (without the quantization entry) and given the
-    de-quantised weights: transformers refuses to save_pretrained a model it still marks as GGUF.
-    """
-    check_weights(source, allow_pickle)
+    cls = auto_class(model_class)
+    if not random_init:
+        check_weights(source, allow_pickle)
     with load_errors(source), quiet_transformers():
         if random_init:
             config = AutoConfig.from_pretrained(
-                source.location, trust_remote_code=trust_remote_code, **source.load_kwargs()
+                source.location, trust_remote_code=trust_remote_code, **source.load_kwargs(), **head
             )
             config.__dict__.pop("quantization_config", None)
-            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
+            return cls.from_config(config, trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(
             source.location,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle or source.gguf_file else True,
-            weights_only=True,
+            weights_only=True,  # even allowed pickle may only hold tensors, never code
             dtype=torch.float32,  # train in fp32 master weights; bf16 is autocast's job
             **source.load_kwargs(),
+            **head,
         )
         if not source.gguf_file:
             return model
         config = model.config
         config.__dict__.pop("quantization_config", None)
-        plain = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        plain = cls.from_config(config, trust_remote_code=trust_remote_code)
         plain.load_state_dict(model.state_dict())
         plain.generation_config = model.generation_config
         return plain
 
 
-def load_finetuned(folder: str, task: str, labels: LabelSpace | None) -> PreTrainedModel:
+def load_finetuned(folder: str, model_class: str, labels: LabelSpace | None) -> PreTrainedModel:
     """θ̃ from a run folder; its label map must match the one tunesmith saved."""
     source = ModelSource(folder, folder, "local")
     with load_errors(source), quiet_transformers():
-        model = TASK_MODELS[task].from_pretrained(folder, use_safetensors=True)
+        model = auto_class(model_class).from_pretrained(folder, use_safetensors=True)
     if labels is None:
         return model
     saved = [model.config.id2label[i] for i in range(model.config.num_labels)]

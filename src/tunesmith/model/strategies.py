@@ -109,23 +109,25 @@ def bitfit(model: PreTrainedModel, cfg: StrategyConfig) -> PreTrainedModel:
     return model
 
 
-def lora(model: PreTrainedModel, cfg: StrategyConfig) -> torch.nn.Module:
+def lora(
+    model: PreTrainedModel, cfg: StrategyConfig, task_type: str = "SEQ_CLS", new_head: bool = True
+) -> torch.nn.Module:
     """LoRA (Hu et al., 2021) through peft: low-rank adapters on the target modules; a new task head trains fully.
 
-    The run folder gets the merged model (merge_and_unload), so it loads in plain transformers.
+    task_type is peft's TaskType name, as the task says (tasks/*.py). A pretrained head (a causal LM's own,
+    often tied to the embeddings) is left alone, as is usual. The run folder gets the merged model
+    (merge_and_unload), so it loads in plain transformers.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
-    # A causal LM keeps its own LM head (often tied to the embeddings): LoRA leaves it alone, as is usual.
-    generative = model.can_generate()
     inner_heads = {name.split(".")[0] for name in head_parameter_names(model)}
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM if generative else TaskType.SEQ_CLS,
+        task_type=TaskType[task_type],
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_targets,
-        modules_to_save=None if generative else sorted(inner_heads),
+        modules_to_save=sorted(inner_heads) if new_head else None,
     )
     try:
         with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; nothing for users to do
@@ -150,9 +152,15 @@ def check_strategy(cfg: StrategyConfig) -> None:
         raise ConfigError(f"strategy '{cfg.name}' is unknown; choose one of: {', '.join(STRATEGIES)}, top-K")
 
 
-def apply_strategy(model: PreTrainedModel, cfg: StrategyConfig) -> torch.nn.Module:
-    """Set requires_grad on every parameter as the strategy says; returns the model (lora wraps it)."""
+def apply_strategy(
+    model: PreTrainedModel, cfg: StrategyConfig, task_type: str = "SEQ_CLS", new_head: bool = True
+) -> torch.nn.Module:
+    """Set requires_grad on every parameter as the strategy says; returns the model (lora wraps it, and needs
+    the task's peft task_type and whether its head is new).
+    """
     check_strategy(cfg)
+    if cfg.name == "lora":
+        return lora(model, cfg, task_type, new_head)
     return STRATEGIES[cfg.name](model, cfg)
 
 

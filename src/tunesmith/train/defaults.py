@@ -19,6 +19,8 @@ ENCODER_RATES = ((50e6, 1e-4), (200e6, 3e-5), (math.inf, 1e-5))
 sized ones 3e-5, large ones 1e-5. At 5e-5 MiniLM was still far from converged after 3 epochs (issue 12)."""
 CAUSAL_RATES = ((300e6, 1e-4), (3e9, 3e-5), (math.inf, 1e-5))
 """(parameters below, peak lr) for full fine-tuning of a causal LM (SmolLM2-135M: 1e-4)."""
+RATES = {"encoder": (ENCODER_RATES, "encoders"), "causal": (CAUSAL_RATES, "causal LMs")}
+"""The table for each kind of backbone a task names (Task.backbone)."""
 ADAPTER_FACTOR = 5.0
 """LoRA and BitFit move few parameters, each of which must move further: 5x the full rate, at most 1e-3."""
 HEAD_FACTOR = 10.0
@@ -46,7 +48,9 @@ class Chosen:
 
 def learning_rate(task: str, parameters: int, strategy: str) -> Chosen:
     """Peak learning rate of the backbone."""
-    table, kind = (CAUSAL_RATES, "causal LMs") if task == "generate" else (ENCODER_RATES, "encoders")
+    from tunesmith.tasks import get
+
+    table, kind = RATES[get(task).backbone]
     limit, lr = next((limit, lr) for limit, lr in table if parameters < limit)
     size = f"under {limit / 1e6:,.0f}M parameters" if limit < math.inf else f"of {table[-2][0] / 1e6:,.0f}M or more"
     why = f"default for {kind} {size}"
@@ -57,9 +61,11 @@ def learning_rate(task: str, parameters: int, strategy: str) -> Chosen:
 
 def head_learning_rate(task: str, lr: float) -> Chosen:
     """Peak learning rate of the task head."""
-    if task == "generate":
-        return Chosen(lr, "lr: a causal LM's head is pretrained")
-    return Chosen(lr * HEAD_FACTOR, f"{HEAD_FACTOR:g}x lr: the classification head starts from random")
+    from tunesmith.tasks import get
+
+    if not get(task).new_head:
+        return Chosen(lr, "lr: the head is pretrained (a causal LM's own)")
+    return Chosen(lr * HEAD_FACTOR, f"{HEAD_FACTOR:g}x lr: the {task} head starts from random")
 
 
 def epoch_budget(steps_per_epoch: int) -> Chosen:

@@ -21,24 +21,26 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model as load_weights
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.config import RunConfig
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.sft import SFTData
-from tunesmith.data.validate import LabeledData, sha256_of
+from tunesmith.data.validate import sha256_of
 from tunesmith.errors import ConfigError, DiskError, Interrupted, ModelError, TunesmithError
 from tunesmith.losses import l2sp_penalty
-from tunesmith.model.heads import checkpoint_activations, head_parameter_names, with_head
+from tunesmith.model.heads import checkpoint_activations, head_parameter_names
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_unfreezing, is_adapter
-from tunesmith.report import Reporter, console, parameter_drift, print_metrics
+from tunesmith.report import Reporter, console, parameter_drift
 from tunesmith.runs import RUN_FILE, RunInfo, TensorFile, abandon, begin, environment, finish, write_json
+from tunesmith.tasks import get as get_task
+from tunesmith.tasks import resolve as resolve_task
+from tunesmith.tasks.base import Recipe, Task
 from tunesmith.train import checkpoint
 from tunesmith.train.defaults import resolve as resolve_defaults
 from tunesmith.train.loop import FitState, Hooks, fit, steps_per_epoch
 from tunesmith.train.optim import build_optimizer, build_scheduler
-from tunesmith.train.tasks import BASELINE, RECIPES, after_training, baseline, detect_task, load_data
 
 START_FILE = "run.json"
 """In <output>.partial: the config and data fingerprints the run started with, checked on resume."""
@@ -87,14 +89,14 @@ def bf16_supported() -> bool:
 
 
 def load_model(
-    cfg: RunConfig, labels: LabelSpace | None
+    cfg: RunConfig, task: Task, labels: LabelSpace | None
 ) -> tuple[ModelSource, PreTrainedTokenizerBase, PreTrainedModel]:
-    """θ̂ with a seeded new task head (none for a causal LM), and its tokenizer; every parameter still trainable."""
+    """θ̂ with the task's seeded new head (none for a causal LM), and its tokenizer; every parameter trainable."""
     source = resolve(cfg.model.name)
     set_seed(cfg.train.seed)  # seeds the head's initialisation and dropout
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     random_init = cfg.strategy.init == "random"
-    model = with_head(source, cfg.task.type, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle, random_init)
+    model = task.new_model(source, labels, cfg.model.trust_remote_code, cfg.model.allow_pickle, random_init)
     return source, tokenizer, model
 
 
@@ -137,7 +139,7 @@ def run_drift(
     """
     snapshot = folder / START_WEIGHTS
     if model is None or not snapshot.exists():
-        _, _, model = load_model(cfg, labels)  # the plain start; a LoRA run is saved merged
+        _, _, model = load_model(cfg, get_task(cfg.task.type), labels)  # the plain start; LoRA is saved merged
         start: Mapping[str, torch.Tensor] = dict(model.named_parameters())
     else:
         start = TensorFile(snapshot)
@@ -198,6 +200,22 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [f"{what} {name.rstrip('.').removeprefix('config.')} is {old!r} in the interrupted run, {new!r} now"]
 
 
+BEFORE = "baseline.json"
+"""In <output>.partial: θ̂'s metrics (Recipe.before), measured once before training, kept across a resume."""
+
+
+def score_before(recipe: Recipe, model: torch.nn.Module, partial: Path, resumed: bool) -> dict[str, Any]:
+    """θ̂ scored by the task before training (generation: held-out loss and replies), for after() to compare."""
+    if recipe.before is None:
+        return {}
+    file = partial / BEFORE
+    if resumed and file.exists():
+        return json.loads(file.read_text())
+    before = recipe.before(model)
+    write_json(file, before)
+    return before
+
+
 OnEvaluation = Callable[[FitState, dict[str, Any]], None]
 
 
@@ -210,15 +228,15 @@ def run(cfg: RunConfig, on_evaluation: OnEvaluation | None = None) -> RunResult:
     started = time.perf_counter()
     target = Path(cfg.output or default_output(cfg.data.train_data or "run"))
     check_strategy(cfg.strategy)
-    cfg = detect_task(cfg)
-    data = load_data(cfg)  # all data errors come before any folder is made
+    cfg, task = resolve_task(cfg)
+    data = task.load_data(cfg)  # all data errors come before any folder is made
     start = {"config": cfg.to_dict(), "data": data.fingerprints(cfg.data)}
     partial = begin(target, cfg.overwrite, cfg.resume)
     if cfg.resume and (partial / START_FILE).exists():
         check_resumable(partial, start, cfg.force)
     try:
         write_json(partial / START_FILE, start)
-        result = _train(cfg, data, partial, started, on_evaluation)
+        result = _train(cfg, task, data, partial, started, on_evaluation)
         write_json(partial / RUN_FILE, {**result.pop("record"), "data": start["data"], **environment()})
     except OSError as e:
         abandon(partial, checkpoint.latest(partial) is not None)
@@ -240,7 +258,7 @@ def run(cfg: RunConfig, on_evaluation: OnEvaluation | None = None) -> RunResult:
         ) from None
     out = RunResult(target, **result)
     if not cfg.quiet:
-        summarize(out, cfg)
+        summarize(out, cfg, task)
     elif out.skipped_steps:  # skipped steps change the result: say so even when asked to be quiet
         console.print(f"warning: {out.skipped_steps} steps with a non-finite loss or gradient were skipped")
     return out
@@ -248,25 +266,26 @@ def run(cfg: RunConfig, on_evaluation: OnEvaluation | None = None) -> RunResult:
 
 def _train(
     cfg: RunConfig,
-    data: LabeledData | SFTData,
+    task: Task,
+    data: Any,
     partial: Path,
     started: float,
     on_evaluation: OnEvaluation | None = None,
 ) -> dict[str, Any]:
     """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
-    source, tokenizer, model = load_model(cfg, data.labels)
+    source, tokenizer, model = load_model(cfg, task, data.labels)
     pretrained_parameters = sum(p.numel() for p in model.parameters())  # θ̂ and head, before any adapter
     # θ̂ and the seeded head, kept on disk for drift: a copy in memory would add the model's size to peak RSS
     # for the whole run, and rebuilding it later costs seconds (de-quantising a GGUF).
     save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, str(partial / START_WEIGHTS))
-    model = apply_strategy(model, cfg.strategy)
+    model = apply_strategy(model, cfg.strategy, task.peft_task_type, task.new_head)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"strategy {cfg.strategy.name}: no parameter of this model trains under it; use full or lora")
-    recipe = RECIPES[cfg.task.type](cfg, data, tokenizer, model)
-    generative = cfg.task.type == "generate"
-    if generative:  # no KV cache while training: it would also hide the packed-sequence positions from the mask
-        model.config.use_cache = False
+    recipe = task.recipe(cfg, data, tokenizer, model)
+    saved_config = {key: getattr(model.config, key, None) for key in task.training_config}
+    for key, value in task.training_config.items():  # e.g. no KV cache while training a causal LM
+        setattr(model.config, key, value)
     if cfg.train.gradient_checkpointing:
         checkpoint_activations(model, source.name)
     counts = {
@@ -295,7 +314,7 @@ def _train(
             (partial / name).unlink(missing_ok=True)
     if not cfg.quiet:
         where = f"resuming at step {state.step}" if state else f"{len(data.train)} examples"
-        what = f"{len(data.labels)} labels" if data.labels else f"{recipe.record['template']} template"
+        what = recipe.what
         console.print(
             f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.task.type}, {cfg.strategy.name}): {where}, "
             f"{what}, evaluating on {len(data.eval) if data.eval else 0}; {total} steps on {accelerator.device}"
@@ -315,7 +334,7 @@ def _train(
         tested.update(recipe.test(model))
         return tested
 
-    before = baseline(recipe, model, partial, resumed=state is not None, quiet=cfg.quiet)
+    before = score_before(recipe, model, partial, resumed=state is not None)
 
     def save_best(state: FitState) -> None:
         best_metrics.clear()
@@ -372,20 +391,23 @@ def _train(
     # the loop's peak RSS instead of adding to it.
     optimizer.state.clear()
     final = accelerator.unwrap_model(model)
-    if generative:
-        final.config.use_cache = True  # the saved config generates with a KV cache
+    for key, value in saved_config.items():  # the saved config is the one to predict with (KV cache on)
+        setattr(final.config, key, value)
     if is_adapter(final):
         final = save_merged(final, partial, cfg.strategy.save_adapter)
-    elif generative:
+    elif saved_config:
         final.config.save_pretrained(partial)
     # Pipelines truncate to model_max_length when asked to: make it the length we trained with.
     tokenizer.model_max_length = cfg.model.max_length
     tokenizer.save_pretrained(partial)
     write_json(partial / "drift.json", run_drift(cfg, data.labels, partial, final))
     best_file.unlink(missing_ok=True)
-    if recipe.generate_eval is not None:
-        best_metrics = after_training(recipe, final, partial, state, before, best_metrics, cfg.quiet)
-    (partial / BASELINE).unlink(missing_ok=True)
+    more: dict[str, Any] = {}
+    if recipe.after is not None:
+        if state.best.get("step") != state.step:  # the best checkpoint, not the last step (a merged LoRA is it)
+            load_weights(final, str(partial / "model.safetensors"))
+        best_metrics, more = recipe.after(final, partial, best_metrics, before)
+    (partial / BEFORE).unlink(missing_ok=True)
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
     seconds = time.perf_counter() - started
@@ -396,6 +418,7 @@ def _train(
         "tunesmith": _version(),
         "task": cfg.task.type,
         **recipe.record,
+        **more,
         "pretrained": {
             "name": source.name,
             "location": source.location,
@@ -430,19 +453,9 @@ def _version() -> str:
     return __version__
 
 
-def summarize(result: RunResult, cfg: RunConfig) -> None:
+def summarize(result: RunResult, cfg: RunConfig, task: Task) -> None:
     """The end-of-run report: the best evaluation, when it happened, how long it took, where it is."""
-    if result.metrics and cfg.task.type == "generate":
-        line = f"held-out loss {result.metrics['loss']:.4f} (perplexity {result.metrics['perplexity']:.3f})"
-    elif result.metrics:
-        print_metrics(
-            result.metrics,
-            f"evaluation of the saved model (epoch {result.best.get('epoch')}, step {result.best.get('step')})",
-        )
-        kept = "last" if result.best.get("select") == "last" else "best"
-        line = f"{kept} {cfg.eval.metric} {result.best['value']:.4f} at epoch {result.best['epoch']}"
-    else:
-        line = "no evaluation data: saved the final model"
+    line = task.summary(result.metrics, result.best, cfg)
     notes = (" (stopped early)" if result.stopped_early else "") + (
         f" ({result.skipped_steps} non-finite steps skipped)" if result.skipped_steps else ""
     )
