@@ -173,3 +173,68 @@ def cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+def make_multilabel_rows(n: int, seed: int = 0) -> list[dict]:
+    """Texts carrying the keywords of none, one or several classes; labels: the list of those classes."""
+    rng = random.Random(seed)
+    rows = []
+    names = list(WORDS)
+    for i in range(n):
+        chosen = [name for j, name in enumerate(names) if (i >> j) & 1] if i % 4 else []
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 20))]
+        for name in chosen:
+            for _ in range(2):
+                words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS[name]))
+        rows.append({"text": " ".join(words), "labels": chosen})
+    rng.shuffle(rows)
+    return rows
+
+
+def make_regression_rows(n: int, seed: int = 0) -> list[dict]:
+    """A score that grows with the number of billing keywords (0-4), plus a little noise: numbers with decimals."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        k = i % 5
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 16))]
+        for _ in range(k):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS["billing"]))
+        rows.append({"text": " ".join(words), "score": round(1.25 * k + rng.uniform(-0.2, 0.2), 3)})
+    rng.shuffle(rows)
+    return rows
+
+
+def make_pair_rows(n: int, seed: int = 0) -> list[dict]:
+    """Sentence pairs labeled same when both texts are about the same class, else different."""
+    a, b = make_rows(n, seed), make_rows(n, seed + 100)
+    classes = {r["text"]: r["label"] for r in a + b}
+    rows = []
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if i % 2:  # half the pairs share their class
+            y = next(r for r in b if r["label"] == x["label"])
+        same = classes[x["text"]] == classes[y["text"]]
+        rows.append({"sentence1": x["text"], "sentence2": y["text"], "label": "same" if same else "different"})
+    return rows
+
+
+ENTITY = {"billing": ("PAY", "fee"), "technical": ("TECH", "issue")}
+
+
+def make_tagged_rows(n: int, seed: int = 0) -> list[dict]:
+    """Sentences of filler words with one or two entities (IOB2): a billing word is PAY, a technical word TECH,
+    either sometimes continued by its type's own word ("fee", "issue") as the entity's I- token."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens = [rng.choice(FILLER) for _ in range(rng.randint(3, 10))]
+        tags = ["O"] * len(tokens)
+        for _ in range(rng.randint(1, 2)):
+            kind = rng.choice(list(ENTITY))
+            name, tail = ENTITY[kind]
+            span = [rng.choice(WORDS[kind])] + [tail] * rng.randint(0, 1)
+            at = rng.randrange(len(tokens) + 1)
+            tokens[at:at] = span
+            tags[at:at] = [f"B-{name}"] + [f"I-{name}"] * (len(span) - 1)
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tunesmith.errors import EXIT_USAGE, ConfigError, Interrupted, TunesmithError, one_line
+from tunesmith.tasks import NAMES as TASK_NAMES
 
 if TYPE_CHECKING:
     from tunesmith.config import RunConfig
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 
 Opt = typer.Option
+TASK_HELP = f"{', '.join(TASK_NAMES)} (default: detected from the columns and labels; the run says why)."
 
 
 def build_config(config: Path | None, flags: dict[str, Any], assignments: list[str] | None) -> RunConfig:
@@ -48,14 +50,23 @@ def train(
         str | None, Opt(help="Alias (minilm, smollm2), local folder, .gguf file, or hub id (default by task).")
     ] = None,
     output: Annotated[str | None, Opt("--output", "-o", help="Run folder to write.")] = None,
-    task: Annotated[
-        str | None, Opt(help="classification or generate (default: from the columns: messages or prompt/response).")
-    ] = None,
+    task: Annotated[str | None, Opt(help=TASK_HELP)] = None,
     eval_data: Annotated[str | None, Opt(help="Evaluation file; else --eval-split of DATA is held out.")] = None,
     eval_split: Annotated[float | None, Opt(help="Fraction of DATA held out for evaluation (default 0.1).")] = None,
     text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
+    text_pair_column: Annotated[
+        str | None, Opt(help="Second text of a sentence pair (found for sentence1/sentence2 and the like).")
+    ] = None,
     label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
     labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
+    label_separator: Annotated[
+        str | None, Opt(help="multilabel: separator of label names in a cell, e.g. '|'.")
+    ] = None,
+    class_weights: Annotated[
+        str | None, Opt(help="balanced (inverse frequency), none, or label=weight pairs: 'a=2,b=1'.")
+    ] = None,
+    loss: Annotated[str | None, Opt(help="focal (classification, multilabel) or huber (regression).")] = None,
+    focal_gamma: Annotated[float | None, Opt(help="GAMMA of --loss focal (default 2).")] = None,
     prompt_column: Annotated[str | None, Opt(help="generate: prompt column (found by name when unset).")] = None,
     response_column: Annotated[str | None, Opt(help="generate: response column (found by name when unset).")] = None,
     template: Annotated[str | None, Opt(help="generate: auto (default), chat (the tokenizer's) or plain.")] = None,
@@ -120,6 +131,11 @@ def train(
         "data.eval_split": eval_split,
         "data.text_column": text_column,
         "data.label_column": label_column,
+        "data.text_pair_column": text_pair_column,
+        "data.label_separator": label_separator,
+        "train.class_weights": class_weights,
+        "train.loss": loss,
+        "train.focal_gamma": focal_gamma,
         "data.labels": labels,
         "task.type": task,
         "data.prompt_column": prompt_column,
@@ -189,20 +205,23 @@ def check(
     data: Annotated[str, typer.Argument(help="Labeled file to check, as train would read it.")],
     eval_data: Annotated[str | None, Opt(help="Evaluation file to check against the training labels.")] = None,
     text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
+    text_pair_column: Annotated[str | None, Opt(help="Second text of a sentence pair.")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
     labels: Annotated[str | None, Opt(help="Comma-separated label names, in id order.")] = None,
+    label_separator: Annotated[str | None, Opt(help="multilabel: separator of label names in a cell.")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
-    task_type: Annotated[str | None, Opt("--task", help="The task to check the file for (default: detected).")] = None,
+    task_type: Annotated[str | None, Opt("--task", help=TASK_HELP)] = None,
 ) -> None:
     """Validate a data file exactly as train does, without loading a model: columns, rows, labels (or conversations)."""
     from tunesmith.config import RunConfig
     from tunesmith.tasks import resolve
 
     data_cfg = {"train_data": data, "eval_data": eval_data, "eval_split": 0.0, "text_column": text_column,
-                "label_column": label_column, "labels": labels, "encoding": encoding}  # fmt: skip
-    cfg, task = resolve(RunConfig().with_values({"task.type": task_type or "auto", "data": data_cfg}))
+                "text_pair_column": text_pair_column, "label_column": label_column, "labels": labels,
+                "label_separator": label_separator, "encoding": encoding}  # fmt: skip
+    cfg, task, why = resolve(RunConfig().with_values({"task.type": task_type or "auto", "data": data_cfg}), why=True)
     found = task.load_data(cfg)
-    print(f"task: {task.name}")
+    print(f"task: {task.name} ({why})")
     for line in task.describe(found):
         print(line)
 
@@ -212,6 +231,7 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder.")],
     data: Annotated[str, typer.Argument(help="Labeled file to score.")],
     text_column: Annotated[str | None, Opt(help="Text column (as in training when unset).")] = None,
+    text_pair_column: Annotated[str | None, Opt(help="Second text of a pair (as in training when unset).")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (as in training when unset).")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
     batch_size: Annotated[int | None, Opt(help="Texts per batch (default 64; 16 for generate).")] = None,
@@ -228,7 +248,8 @@ def evaluate(
     from tunesmith.tasks.base import call_with
 
     _, task = for_run(run_dir)
-    columns = {"text": text_column, "label": label_column, "prompt": prompt_column, "response": response_column}
+    columns = {"text": text_column, "text_pair": text_pair_column, "label": label_column, "prompt": prompt_column,
+               "response": response_column}  # fmt: skip
     predictor = open_run(run_dir, batch_size)
     metrics = call_with(
         predictor.evaluate_file, task.name, data, columns=columns, encoding=encoding, answer_pattern=answer_pattern,
@@ -248,6 +269,7 @@ def predict(
     output: Annotated[str | None, Opt("--output", "-o", help="CSV or JSONL file; stdout when unset or -.")] = None,
     top_k: Annotated[int | None, Opt(help="Keep only the k most likely labels' probabilities.")] = None,
     text_column: Annotated[str | None, Opt(help="Text column (as in training when unset).")] = None,
+    text_pair_column: Annotated[str | None, Opt(help="Second text of a pair (as in training when unset).")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
     batch_size: Annotated[int | None, Opt(help="Texts per batch (default 64; 16 for generate).")] = None,
     format_: Annotated[
@@ -267,7 +289,7 @@ def predict(
 
     _, task = for_run(run_dir)
     predictor = open_run(run_dir, batch_size, backend)
-    columns = {"text": text_column, "prompt": prompt_column}
+    columns = {"text": text_column, "text_pair": text_pair_column, "prompt": prompt_column}
     n = call_with(
         predictor.predict_file, task.name, data, output, columns=columns, encoding=encoding, top_k=top_k,
         format=format_, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -367,7 +389,7 @@ def tune(
     eval_split: Annotated[float | None, Opt(help="Fraction of DATA held out for evaluation (default 0.1).")] = None,
     text_column: Annotated[str | None, Opt(help="Text column (found by name when unset).")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (found by name when unset).")] = None,
-    task: Annotated[str | None, Opt(help="classification or generate (default: from the columns).")] = None,
+    task: Annotated[str | None, Opt(help=TASK_HELP)] = None,
     model: Annotated[str | None, Opt(help="Alias (minilm, smollm2), local folder, or hub id.")] = None,
     seed: Annotated[int | None, Opt(help="Seed of every trial's run and of the sampler (default 42).")] = None,
     precision: Annotated[str | None, Opt(help="fp32, bf16 (autocast) or auto.")] = None,

@@ -59,6 +59,16 @@ class DataConfig:
     when unset."""
     response_column: str | None = None
     """generate: column holding the gold response; found by name (response, completion, output, answer) when unset."""
+    text_pair_column: str | None = None
+    """Column holding the second text of a sentence pair (classification, regression): each row is encoded as
+    the pair (text, text_pair); found for the usual pairs (sentence1/sentence2, premise/hypothesis,
+    question/answer, query/passage, text_a/text_b) when text_column is unset."""
+    label_separator: str | None = None
+    """multilabel: the character(s) between label names in a text cell ("billing|refund"); giving it selects
+    multilabel. List cells (JSONL, Parquet) need none; an empty cell is the empty label set."""
+    label_all_subwords: bool = False
+    """tagging: also train on each word's continuation pieces, with the word's I- tag (B- never copied); the
+    first piece alone is scored and predicted either way."""
     labels: list[str] | None = None
     """Label names in the order of their ids; sorted labels of the training data when unset."""
     encoding: str = "utf-8"
@@ -210,6 +220,18 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Keep only each layer's input in the forward pass and recompute the rest in backward: less activation
     memory for one more forward pass per step (TRL's SFTConfig turns it on by default; tunesmith leaves it off)."""
+    loss: str | None = None
+    """The task's loss when unset: cross-entropy (classification), binary cross-entropy per label (multilabel),
+    mse on standardised targets (regression). focal (classification, multilabel) down-weights the examples the
+    model already gets right by (1-p)^focal_gamma; huber (regression) is mse near 0 and linear beyond 1 sd."""
+    focal_gamma: float = 2.0
+    """GAMMA of the focal loss (0 is the plain cross-entropy)."""
+    class_weights: str | None = None
+    """balanced (inverse frequency in the training labels: n / (classes · count), as scikit-learn's; for
+    multilabel each label's positives weigh negatives/positives, BCE's pos_weight), none, or name=weight
+    pairs ("a=2,b=1", others 1). A single-label loss is then normalised by the summed weights of the step's
+    samples, as torch's weighted mean, so accumulation leaves it unchanged; a multilabel loss stays a mean per
+    sample. Recorded in tunesmith.json."""
     packing: bool = False
     """generate: concatenate samples into rows of model.max_length (batch_size rows per micro-batch), each
     sample attending only to itself; no compute is spent on padding."""
@@ -249,6 +271,11 @@ class TrainConfig:
                 f"train.save_every_minutes must be positive, got {self.save_every_minutes}",
             ),
             (self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
+            (
+                self.loss in (None, "ce", "bce", "focal", "mse", "huber"),
+                f"train.loss must be ce, bce, focal, mse or huber, got '{self.loss}'",
+            ),
+            (self.focal_gamma >= 0, f"train.focal_gamma must be at least 0, got {self.focal_gamma}"),
             (
                 self.on_nonfinite in ("stop", "skip"),
                 f"train.on_nonfinite must be stop or skip, got '{self.on_nonfinite}'",

@@ -85,9 +85,11 @@ def sample_batches(tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[
     return [collate(group, pad_id) for group in (ids[:2], ids[2:3], ids[3:6], ids)]
 
 
-def _trace(model: PreTrainedModel, names: list[str], example: dict[str, torch.Tensor], path: Path) -> None:
+def _trace(
+    model: PreTrainedModel, names: list[str], example: dict[str, torch.Tensor], path: Path, per_token: bool = False
+) -> None:
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in names}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     example = {**example, "token_type_ids": torch.zeros_like(example["input_ids"])}
     # eval() matters: a new Module is in training mode, and export gives that mode back to θ̃ when done.
     wrapper = _Logits(model, names).eval()
@@ -179,7 +181,8 @@ def export_onnx(run_dir: str | Path, quantize: str | None = None) -> Path:
 
     run, task = for_run(run_dir)
     if "onnx" not in task.backends:  # told before any weights load
-        runs = " and ".join(supporting(lambda t: "onnx" in t.backends))
+        can = supporting(lambda t: "onnx" in t.backends)
+        runs = f"{', '.join(can[:-1])} and {can[-1]}" if len(can) > 1 else can[0]
         raise ConfigError(f"{run_dir}: export supports {runs} runs only (this is a {task.name} run)")
     model = load_finetuned(str(run.path), task.model_class, run.labels).eval()
     with quiet_transformers():
@@ -193,7 +196,7 @@ def export_onnx(run_dir: str | Path, quantize: str | None = None) -> Path:
     files: dict[str, dict[str, Any]] = {}
     fp32 = folder / FILES["onnx"]
     with atomic_path(fp32) as tmp:
-        _trace(model, names, batches[0], tmp)
+        _trace(model, names, batches[0], tmp, per_token=expected[0].dim() == 3)  # a tag per token
         diff = max_abs_diff(tmp, batches, expected)
         if not diff <= FP32_TOLERANCE:  # NaN too
             raise ModelError(

@@ -18,11 +18,11 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.backends import Forward, eval_mode, iter_logits, onnx_forward, torch_forward
-from tunesmith.data.encode import encode_texts
+from tunesmith.data.encode import encode
 from tunesmith.data.labels import LabelSpace
 from tunesmith.data.readers import Table, iter_tables, reuse_column
-from tunesmith.data.validate import LabelKind, examples
-from tunesmith.errors import ConfigError
+from tunesmith.data.validate import Examples, LabelKind, examples
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.metrics import Score, score_forward
 from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import quiet_transformers
@@ -107,23 +107,24 @@ class Predictor:
         """The training file's column for a role when this table has it; None lets the usual names decide."""
         return reuse_column(table, None, self.columns.get(role))
 
-    def logits(self, texts: Sequence[str]) -> torch.Tensor:
-        """The head's fp32 logits, one row per text, in input order."""
-        ids = encode_texts(self.tokenizer, texts, self.max_length)
+    def logits(self, inputs: Sequence[str | tuple[str, str]]) -> torch.Tensor:
+        """The head's fp32 logits, one row per text (or (text, text pair) tuple), in input order."""
+        texts, pairs = split_pairs(inputs)
+        ids, types = encode(self.tokenizer, texts, self.max_length, pairs)
         out: torch.Tensor | None = None
         with torch.inference_mode():  # unlike no_grad, no version counters either: nothing is backpropagated
-            for rows, logits in iter_logits(self.forward, ids, self.batch_size, self.tokenizer.pad_token_id):
+            for rows, logits in iter_logits(self.forward, ids, self.batch_size, self.tokenizer.pad_token_id, types):
                 if out is None:
                     out = torch.zeros((len(texts), logits.shape[-1]))
                 out[rows] = logits
         return out if out is not None else torch.zeros((0, 0))
 
-    def predict(self, texts: Sequence[str] | str, top_k: int | None = None) -> Any:
-        """Per text, the task's record (for a classifier: the label, its probability, and the top_k (default:
-        all) labels' probabilities). A list of texts gives a list of dicts; a single string gives one dict.
+    def predict(self, inputs: Sequence[str | tuple[str, str]] | str | tuple[str, str], top_k: int | None = None) -> Any:
+        """Per text (or (text, text pair) tuple), the task's record: for a classifier the label, its probability,
+        and the top_k (default: all) labels' probabilities. A list gives a list of dicts; one input gives one dict.
         """
-        single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
+        single = isinstance(inputs, (str, tuple))
+        batch = [inputs] if single else list(inputs)
         out = self.readout.records(self.logits(batch), top_k) if batch else []
         return out[0] if single else out
 
@@ -150,24 +151,30 @@ class Predictor:
         if fmt not in ("csv", "jsonl"):
             raise ConfigError(f"--format must be csv or jsonl, got '{fmt}'")
         self.readout.records(torch.zeros((0, 0)), top_k)  # a bad --top-k is refused before any output
-        text_column = (columns or {}).get("text")
+        text_column, pair_column = (columns or {}).get("text"), (columns or {}).get("text_pair")
         written = 0
         with atomic_output(output) as sink:
             writer = csv.writer(sink, delimiter="\t" if (output or "").endswith(".tsv") else ",", lineterminator="\n")
             for chunk in iter_tables(source, encoding):
-                ex = examples(chunk, text_column or self.column(chunk, "text"), None, need_labels=False)
-                text_column = ex.text_column  # every later chunk uses the first chunk's column
-                records = self.predict(ex.texts, top_k)
+                if written == 0:  # the training file's columns when this file has them; else found by name
+                    text_column = text_column or self.column(chunk, "text")
+                    pair_column = pair_column or self.column(chunk, "text_pair")
+                ex = self._examples(chunk, text_column, pair_column, None, need_labels=False)
+                text_column, pair_column = ex.text_column, ex.pair_column  # later chunks use the first's columns
+                inputs = list(zip(ex.texts, ex.pairs, strict=True)) if ex.pairs is not None else ex.texts
+                records = self.predict(inputs, top_k)
+                given = [{"text": t} for t in ex.texts]
+                if ex.pairs is not None:
+                    given = [{"text": t, "text_pair": p} for t, p in zip(ex.texts, ex.pairs, strict=True)]
                 if fmt == "jsonl":
                     sink.writelines(
-                        json.dumps({"text": t, **r}, ensure_ascii=False) + "\n"
-                        for t, r in zip(ex.texts, records, strict=True)
+                        json.dumps({**g, **r}, ensure_ascii=False) + "\n" for g, r in zip(given, records, strict=True)
                     )
                 else:
                     if written == 0:
-                        writer.writerow(["text", *self.readout.csv_columns(top_k)])
-                    for text, rec in zip(ex.texts, records, strict=True):
-                        writer.writerow([text, *self.readout.csv_cells(rec, top_k)])
+                        writer.writerow([*given[0], *self.readout.csv_columns(top_k)] if given else [])
+                    for g, rec in zip(given, records, strict=True):
+                        writer.writerow([*g.values(), *self.readout.csv_cells(rec, top_k)])
                 written += len(records)
         return written
 
@@ -176,7 +183,7 @@ class Predictor:
     ) -> dict[str, Any]:
         """Metrics on a labeled file, read chunk by chunk (memory does not grow with it for a classifier)."""
         given = columns or {}
-        text_column, label_column = given.get("text"), given.get("label")
+        text_column, label_column, pair_column = given.get("text"), given.get("label"), given.get("text_pair")
         score = self.readout.score()
         kind = self.readout.kind
         context = eval_mode(self.model) if self.model is not None else contextlib.nullcontext()
@@ -185,10 +192,33 @@ class Predictor:
                 if n == 0:  # the training file's column names when this file has them too; else found by name
                     text_column = text_column or self.column(chunk, "text")
                     label_column = label_column or self.column(chunk, "label")
-                ex = examples(chunk, text_column, label_column, parse=kind.parse)
-                text_column, label_column = ex.text_column, ex.label_column
-                ids = encode_texts(self.tokenizer, ex.texts, self.max_length)
+                    pair_column = pair_column or self.column(chunk, "text_pair")
+                ex = self._examples(chunk, text_column, pair_column, label_column)
+                text_column, label_column, pair_column = ex.text_column, ex.label_column, ex.pair_column
+                ids, types = encode(self.tokenizer, ex.texts, self.max_length, ex.pairs)
                 targets = kind.targets(ex, self.labels)
-                score_forward(score, self.forward, ids, targets, self.batch_size, self.tokenizer.pad_token_id)
+                pad_id = self.tokenizer.pad_token_id
+                score_forward(score, self.forward, ids, targets, self.batch_size, pad_id, types)
         return score.result()
+
+    def _examples(
+        self, chunk: Table, text: str | None, pair: str | None, label: str | None, need_labels: bool = True
+    ) -> Examples:
+        """A chunk's examples; a run trained on pairs needs pairs (and one trained on single texts, single texts)."""
+        ex = examples(chunk, text, label, need_labels, self.readout.kind.parse, pair)
+        if (ex.pairs is None) != (self.columns.get("text_pair") is None):
+            what = "sentence pairs" if ex.pairs is None else "single texts"
+            raise DataError(chunk.path, f"this run was trained on {what}; name the columns with --text-column "
+                            "(and --text-pair-column)")  # fmt: skip
+        return ex
+
+
+def split_pairs(inputs: Sequence[str | tuple[str, str]]) -> tuple[list[str], list[str] | None]:
+    """Texts, and the second texts when the inputs are (text, text pair) tuples (all or none)."""
+    tuples = [isinstance(x, (tuple, list)) for x in inputs]
+    if not any(tuples):
+        return list(inputs), None  # type: ignore[arg-type]
+    if not all(tuples) or any(len(x) != 2 for x in inputs):
+        raise ConfigError("predict: give texts, or (text, text pair) tuples of two texts, not a mix")
+    return [x[0] for x in inputs], [x[1] for x in inputs]
 

@@ -139,7 +139,8 @@ class RunInfo:
     def columns(self) -> dict[str, str | None]:
         """The training file's columns by role (text, label; prompt, response), tried first in files to score."""
         train = self.raw.get("data", {}).get("train") or {}
-        roles = {"text": train.get("text_column"), "label": train.get("label_column")}
+        roles = {"text": train.get("text_column"), "text_pair": train.get("text_pair_column"),
+                 "label": train.get("label_column")}  # fmt: skip
         return {**roles, **(train.get("columns") or {})}
 
     @property

@@ -118,7 +118,7 @@ def test_refusals_are_one_line_with_no_traceback(cli, tiny_run, tmp_path):
         (("export", run, "--format", "tflite"), "--format must be onnx"),
         (("export", run, "--quantize", "int4"), "--quantize must be int8"),
         (("predict", run, "-", "--backend", "tensorrt"), "--backend must be one of torch, onnx, onnx-int8"),
-        (("export", generate), "export supports classification runs only"),
+        (("export", generate), "runs only (this is a generate run)"),
         (("predict", generate, "-", "--backend", "onnx"), "--backend onnx is for classification runs"),
         (("export", tmp_path / "nowhere"), "no such folder"),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,9 +29,13 @@ FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".txt": "text",
+    ".conll": "conll",
+    ".iob": "conll",
+    ".iob2": "conll",
+    ".bio": "conll",
 }
 TEXT_NAMES = ("text", "sentence", "content", "body", "message", "email", "review", "document")
-LABEL_NAMES = ("label", "labels", "category", "class", "target")
+LABEL_NAMES = ("label", "labels", "category", "class", "target", "score", "rating", "value")
 
 # A single CSV field may legitimately be a long document; the csv module's default limit is 128 KiB.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -63,6 +68,8 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         return "hf"
     fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None and looks_conll(path):  # CoNLL sets often come as eng.train, eng.testa
+        return "conll"
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         raise DataError(
@@ -119,7 +126,8 @@ def _text_file_chunks(path: Path, fmt: str, encoding: str, chunk_rows: int) -> I
             if fmt in ("csv", "tsv"):
                 rows = _csv_rows(handle, str(path), fmt)
             else:
-                rows = {"jsonl": _jsonl_rows, "json": _json_rows, "text": _text_rows}[fmt](handle, str(path))
+                readers = {"jsonl": _jsonl_rows, "json": _json_rows, "text": _text_rows, "conll": _conll_rows}
+                rows = readers[fmt](handle, str(path))
             yield from _chunks(str(path), fmt, rows, chunk_rows)
         except UnicodeDecodeError:
             raise _decode_error(path, encoding) from None
@@ -259,6 +267,47 @@ def _json_rows(handle: TextIO, path: str) -> Iterator[Row]:
         raise DataError(path, "expected a JSON list of records")
     for i, value in enumerate(data):
         yield _record(path, value, i + 1, None), None
+
+
+CONLL_TAG = re.compile(r"^(O|[BIES]-\S+)$")
+
+
+def looks_conll(path: Path, lines: int = 50) -> bool:
+    """Whether a file of unknown extension reads as CoNLL: its first lines are blank, -DOCSTART-, or a token and
+    more fields whose last is an IOB tag.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            seen = [line.split() for line, _ in zip(f, range(lines), strict=False)]
+    except OSError:
+        return False
+    fields = [f for f in seen if f and f[0] != "-DOCSTART-"]
+    return bool(fields) and all(len(f) >= 2 and CONLL_TAG.match(f[-1]) for f in fields)
+
+
+def _conll_rows(handle: TextIO, path: str) -> Iterator[Row]:
+    """CoNLL as it comes: a token per line, its tag in the last column (space- or tab-separated), blank or
+    whitespace-only lines between sentences, -DOCSTART- lines skipped; a row is a sentence (tokens, tags).
+    """
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = None
+    for n, raw in enumerate(handle, start=1):
+        line = raw.rstrip("\r\n")
+        fields = line.split("\t") if "\t" in line else line.split()
+        fields = [f.strip() for f in fields if f.strip()]
+        if not fields or fields[0] == "-DOCSTART-":
+            if tokens:
+                yield {"tokens": tokens, "tags": tags}, start
+            tokens, tags, start = [], [], None
+            continue
+        if len(fields) < 2:
+            raise DataError(path, f"expected a token and its tag on the line, got {line.strip()[:40]!r}", line=n)
+        start = start or n
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    if tokens:
+        yield {"tokens": tokens, "tags": tags}, start
 
 
 def _text_rows(handle: TextIO, path: str) -> Iterator[Row]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tunesmith.config import DataConfig
 from tunesmith.data.labels import LabelSpace
-from tunesmith.data.readers import LABEL_NAMES, TEXT_NAMES, Table, find_column, is_missing, read_table
+from tunesmith.data.readers import LABEL_NAMES, TEXT_NAMES, Table, find_column, is_missing, read_table, reuse_column
 from tunesmith.errors import ConfigError, DataError
 
 
@@ -32,6 +32,9 @@ class Examples:
     lines: list[int] | None
     text_column: str
     label_column: str | None
+    pairs: list[str] | None = None
+    """The second text of each sentence pair, when the file has a pair column."""
+    pair_column: str | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -46,6 +49,8 @@ class Examples:
             [self.lines[i] for i in indices] if self.lines else None,
             self.text_column,
             self.label_column,
+            [self.pairs[i] for i in indices] if self.pairs is not None else None,
+            self.pair_column,
         )
 
     def label_ids(self, space: LabelSpace) -> list[int]:
@@ -76,14 +81,24 @@ def examples(
     label_column: str | None,
     need_labels: bool = True,
     parse: LabelCell | None = None,
+    pair_column: str | None = None,
 ) -> Examples:
-    """Find the columns, then check every row: text present and a string, label present and as parse wants."""
+    """Find the columns, then check every row: text (and pair) present and a string, label as parse wants.
+
+    Without --text-column, a usual pair of column names (PAIRS) makes each row a sentence pair.
+    """
     parse = parse or label_cell
+    if text_column is None and pair_column is None:
+        lower = {c.lower(): c for c in table.columns}
+        text_column, pair_column = next(((lower[a], lower[b]) for a, b in PAIRS if a in lower and b in lower),
+                                        (None, None))  # fmt: skip
     text_col = find_column(table, text_column, TEXT_NAMES, "text", "--text-column")
+    pair_col = find_column(table, pair_column, (), "text pair", "--text-pair-column") if pair_column else None
     label_col = None
     if need_labels or label_column is not None:
         label_col = find_column(table, label_column, LABEL_NAMES, "label", "--label-column")
     texts = [text_value(table, i, v, text_col) for i, v in enumerate(table.columns[text_col])]
+    pairs = [text_value(table, i, v, pair_col) for i, v in enumerate(table.columns[pair_col])] if pair_col else None
     labels = None
     if label_col is not None:
         labels = [parse(table, i, v, label_col) for i, v in enumerate(table.columns[label_col])]
@@ -95,7 +110,19 @@ def examples(
         table.lines,
         text_col,
         label_col,
+        pairs,
+        pair_col,
     )
+
+
+PAIRS = (
+    ("sentence1", "sentence2"),
+    ("premise", "hypothesis"),
+    ("question", "answer"),
+    ("query", "passage"),
+    ("text_a", "text_b"),
+)
+"""Usual (text, text pair) column names of sentence-pair sets, tried in order."""
 
 
 def text_value(table: Table, i: int, value: Any, column: str) -> str:
@@ -195,7 +222,10 @@ class LabeledData:
         """Paths, sha256s, row counts and columns of the data files, as tunesmith.json records them."""
 
         def info(ex: Examples | None) -> dict[str, Any] | None:
-            return ex and {"rows": len(ex), "text_column": ex.text_column, "label_column": ex.label_column}
+            if ex is None:
+                return None
+            pair = {"text_pair_column": ex.pair_column} if ex.pair_column else {}  # absent: older runs resume
+            return {"rows": len(ex), "text_column": ex.text_column, **pair, "label_column": ex.label_column}
 
         found = data_fingerprints(cfg, self.eval_from, info(self.train), info(self.eval))
         if self.test is not None and cfg.test_data is not None:
@@ -222,13 +252,25 @@ def load_labeled(cfg: DataConfig, seed: int, kind: LabelKind = CLASSES) -> Label
     if cfg.train_data is None:
         raise ConfigError("no training data: pass a file (tunesmith train DATA) or set data.train_data")
 
-    def read(path: str, text_column: str | None, label_column: str | None) -> Examples:
-        return examples(read_table(path, cfg.encoding), text_column, label_column, parse=kind.parse)
+    def read(path: str, known: Examples | None = None) -> Examples:
+        """A file's examples; after the training file's, its columns are tried first (when this file has them)."""
+        table = read_table(path, cfg.encoding)
+        text, label, pair = cfg.text_column, cfg.label_column, cfg.text_pair_column
+        if known is not None:
+            text = reuse_column(table, text, known.text_column)
+            label = reuse_column(table, label, known.label_column)
+            pair = reuse_column(table, pair, known.pair_column)
+        found = examples(table, text, label, parse=kind.parse, pair_column=pair)
+        if known is not None and (found.pairs is None) != (known.pairs is None):
+            have = "has" if found.pairs is not None else "has no"
+            raise DataError(path, f"{have} a text pair column, unlike the training file; name them with "
+                            "--text-column and --text-pair-column")  # fmt: skip
+        return found
 
-    train = read(cfg.train_data, cfg.text_column, cfg.label_column)
+    train = read(cfg.train_data)
     held, eval_from = None, None
     if cfg.eval_data is not None:
-        held, eval_from = read(cfg.eval_data, cfg.text_column, cfg.label_column), "eval_data"
+        held, eval_from = read(cfg.eval_data, train), "eval_data"
     elif cfg.eval_split > 0:
         assert train.labels is not None
         if kind.strata is not None:
@@ -240,8 +282,8 @@ def load_labeled(cfg: DataConfig, seed: int, kind: LabelKind = CLASSES) -> Label
     assert train.labels is not None
     labels = kind.space(train.labels, cfg.labels, train.file)
     test = None
-    if cfg.test_data is not None:  # the training file's columns, as for eval_data
-        test = read(cfg.test_data, cfg.text_column or train.text_column, cfg.label_column or train.label_column)
+    if cfg.test_data is not None:
+        test = read(cfg.test_data, train)
     return LabeledData(
         train, held, labels, kind.targets(train, labels),
         kind.targets(held, labels) if held is not None else None, eval_from,

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 TASKS: dict[str, str] = {
     "generate": "tunesmith.tasks.generate",
+    "tagging": "tunesmith.tasks.tag",
+    "multilabel": "tunesmith.tasks.multilabel",
+    "regression": "tunesmith.tasks.regress",
     "classification": "tunesmith.tasks.classify",
 }
 """Detection asks each task in this order; classification, last, takes any labeled file."""
@@ -51,13 +54,17 @@ def detect(cfg: RunConfig) -> tuple[Task, str]:
     return get(NAMES[-1]), "the default"
 
 
-def resolve(cfg: RunConfig) -> tuple[RunConfig, Task]:
-    """task.type auto resolved from the data, the task's defaults filled in and its config checked."""
+def resolve(cfg: RunConfig, why: bool = False) -> Any:
+    """(config, task): task.type auto resolved from the data, the task's defaults filled in and its config
+    checked; with why, also the reason the task was chosen (for the run's first line and `check`).
+    """
     if cfg.task.type == "auto":
-        task, _ = detect(cfg)
+        task, reason = detect(cfg)
+        reason = f"detected: {reason}"
     else:
-        task = get(cfg.task.type)
-    return task.configure(cfg), task
+        task, reason = get(cfg.task.type), "as given"
+    configured = task.configure(cfg)
+    return (configured, task, reason) if why else (configured, task)
 
 
 def detect_task(cfg: RunConfig) -> RunConfig:

@@ -18,7 +18,7 @@ from tunesmith.data.labels import LabelSpace
 from tunesmith.data.readers import Table
 from tunesmith.data.validate import CLASSES, LabeledData, LabelKind, load_labeled
 from tunesmith.errors import ConfigError
-from tunesmith.losses import classification_loss
+from tunesmith.losses import classification_loss, focal_loss, weighted_classification_loss
 from tunesmith.metrics import ClassificationScore
 from tunesmith.report import print_metrics
 from tunesmith.runs import RunInfo
@@ -80,11 +80,21 @@ def _head_config(labels: LabelSpace | None) -> dict[str, Any]:
 
 
 def _recipe(cfg: RunConfig, data: LabeledData, tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> Recipe:
-    """Labels by cross-entropy; evaluation by the confusion matrix."""
+    """Labels by cross-entropy (class-weighted, or focal, when asked); evaluation by the confusion matrix."""
     assert data.labels is not None
+    counts = np.bincount(data.train_targets, minlength=len(data.labels))
+    weights = sequence.class_weights(cfg.train.class_weights, data.labels, counts, len(data.train_targets))
+    w = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else None
+    if cfg.train.loss == "focal":
+        loss = focal_loss(cfg.train.focal_gamma, w)
+    else:
+        loss = weighted_classification_loss(w) if w is not None else classification_loss
+    row_weights = [float(weights[y]) for y in data.train_targets] if weights is not None else None
     what = f"{len(data.labels)} labels"
-    made = sequence.recipe(cfg, data, tokenizer, Classes(data.labels), classification_loss, what)
+    made = sequence.recipe(cfg, data, tokenizer, Classes(data.labels), loss, what, row_weights)
     made.record = {"labels": data.labels.to_dict()}
+    if weights is not None:
+        made.record["class_weights"] = dict(zip(data.labels.names, map(float, weights), strict=True))
     return made
 
 
@@ -115,6 +125,8 @@ def _show(metrics: dict[str, Any], title: str) -> None:
 def _check(cfg: RunConfig) -> None:
     if cfg.train.packing:
         raise ConfigError("--packing applies to generate only")
+    if cfg.train.loss not in (None, "ce", "focal"):
+        raise ConfigError(f"--loss {cfg.train.loss} does not apply to classification; use ce or focal")
 
 
 def _readout(run: RunInfo) -> Classes:

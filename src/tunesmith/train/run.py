@@ -228,7 +228,7 @@ def run(cfg: RunConfig, on_evaluation: OnEvaluation | None = None) -> RunResult:
     started = time.perf_counter()
     target = Path(cfg.output or default_output(cfg.data.train_data or "run"))
     check_strategy(cfg.strategy)
-    cfg, task = resolve_task(cfg)
+    cfg, task, why = resolve_task(cfg, why=True)
     data = task.load_data(cfg)  # all data errors come before any folder is made
     start = {"config": cfg.to_dict(), "data": data.fingerprints(cfg.data)}
     partial = begin(target, cfg.overwrite, cfg.resume)
@@ -236,7 +236,7 @@ def run(cfg: RunConfig, on_evaluation: OnEvaluation | None = None) -> RunResult:
         check_resumable(partial, start, cfg.force)
     try:
         write_json(partial / START_FILE, start)
-        result = _train(cfg, task, data, partial, started, on_evaluation)
+        result = _train(cfg, task, data, partial, started, on_evaluation, why)
         write_json(partial / RUN_FILE, {**result.pop("record"), "data": start["data"], **environment()})
     except OSError as e:
         abandon(partial, checkpoint.latest(partial) is not None)
@@ -271,6 +271,7 @@ def _train(
     partial: Path,
     started: float,
     on_evaluation: OnEvaluation | None = None,
+    why: str = "as given",
 ) -> dict[str, Any]:
     """Load, encode, fit (from a checkpoint when resuming) and save into the partial folder."""
     accelerator = make_accelerator(cfg.train.precision)
@@ -316,7 +317,7 @@ def _train(
         where = f"resuming at step {state.step}" if state else f"{len(data.train)} examples"
         what = recipe.what
         console.print(
-            f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.task.type}, {cfg.strategy.name}): {where}, "
+            f"[bold]tunesmith[/] fine-tuning {source.name} ({cfg.task.type}: {why}; {cfg.strategy.name}): {where}, "
             f"{what}, evaluating on {len(data.eval) if data.eval else 0}; {total} steps on {accelerator.device}"
         )
     latest: dict[str, Any] = {}
@@ -390,7 +391,8 @@ def _train(
     # Adam's moments (twice the model's size) are done with: saving, drift and scoring then stay under
     # the loop's peak RSS instead of adding to it.
     optimizer.state.clear()
-    final = accelerator.unwrap_model(model)
+    # Without autocast's wrapper: what is scored after training (after()) is what predict will compute, in fp32.
+    final = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     for key, value in saved_config.items():  # the saved config is the one to predict with (KV cache on)
         setattr(final.config, key, value)
     if is_adapter(final):
@@ -417,6 +419,7 @@ def _train(
     record = {
         "tunesmith": _version(),
         "task": cfg.task.type,
+        "task_chosen": why,
         **recipe.record,
         **more,
         "pretrained": {
