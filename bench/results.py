@@ -120,8 +120,11 @@ def render(out: Path, target: Path) -> None:
         "train": "Training: tunesmith vs Hugging Face Trainer (MiniLM, 1 epoch, batch 32, lr 5e-5, max length 128)",
         "infer": "Inference: `tunesmith predict` vs `transformers.pipeline`",
         "sft": "Generative SFT: tunesmith vs TRL SFTTrainer",
+        "tasks": "Every supervised task: tunesmith's defaults vs HF Trainer vs TF-IDF",
     }
-    render_section = {"train": train_lines, "infer": infer_lines, "sft": sft_lines}
+    import tasks
+
+    render_section = {"train": train_lines, "infer": infer_lines, "sft": sft_lines, "tasks": tasks.tasks_lines}
     for name, title in titles.items():
         if name in sections:
             s = sections[name]

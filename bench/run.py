@@ -308,7 +308,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sft-examples", type=int, default=500)
-    parser.add_argument("--sections", nargs="+", default=["train", "infer", "sft"], choices=["train", "infer", "sft"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["train", "infer", "sft", "tasks"], choices=["train", "infer", "sft", "tasks"]
+    )
+    parser.add_argument("--task-rows", type=int, default=2000, help="Training rows per set of the tasks section.")
+    parser.add_argument("--task-sets", nargs="+", default=None, help="Sets of the tasks section (default: all).")
     parser.add_argument("--sets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
     parser.add_argument("--work", type=Path, default=OUT / "work", help="Scratch folder for data and runs.")
     args = parser.parse_args()
@@ -326,6 +330,10 @@ def main() -> None:
             result = train_section(args.work, args.reps, args.rows, peaks, args.sets)
         elif section == "infer":
             result = infer_section(args.work, args.reps, args.rows)
+        elif section == "tasks":
+            import tasks
+
+            result = tasks.tasks_section(args.work, args.task_rows, args.task_sets or list(tasks.SETS))
         else:
             result = sft_section(args.work, args.reps, args.sft_examples)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.backends import FILES, ONNX_DIR, QUANTIZED, require_onnx, session_forward
 from tunesmith.data.batching import collate
 from tunesmith.data.encode import encode_texts
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.model.heads import load_finetuned
-from tunesmith.model.pretrained import quiet_transformers
+from tunesmith.model.pretrained import load_tokenizer, local, quiet_transformers
 from tunesmith.runs import atomic_path
 
 QUANTIZE = {
@@ -181,12 +181,10 @@ def export_onnx(run_dir: str | Path, quantize: str | None = None) -> Path:
 
     run, task = for_run(run_dir)
     if "onnx" not in task.backends:  # told before any weights load
-        can = supporting(lambda t: "onnx" in t.backends)
-        runs = f"{', '.join(can[:-1])} and {can[-1]}" if len(can) > 1 else can[0]
+        runs = supporting(lambda t: "onnx" in t.backends)
         raise ConfigError(f"{run_dir}: export supports {runs} runs only (this is a {task.name} run)")
     model = load_finetuned(str(run.path), task.model_class, run.labels).eval()
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+    tokenizer = load_tokenizer(local(run.path))
     names = input_names(model)
     batches = sample_batches(tokenizer, run.max_length)
     with torch.inference_mode():

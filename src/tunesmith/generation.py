@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.backends import eval_mode
 from tunesmith.data.batching import pad, sorted_batches
@@ -21,7 +21,7 @@ from tunesmith.data.readers import iter_tables, reuse_column
 from tunesmith.data.sft import Conversation, conversations
 from tunesmith.errors import ConfigError
 from tunesmith.model.heads import takes_logits_to_keep
-from tunesmith.model.pretrained import ModelSource, load_errors, quiet_transformers
+from tunesmith.model.pretrained import load_errors, load_tokenizer, local, quiet_transformers
 from tunesmith.runs import RunInfo, atomic_output, read_run
 
 
@@ -86,10 +86,9 @@ class Generator:
     def from_run(cls, run: RunInfo | str | Path, batch_size: int = 16) -> Generator:
         """Load θ̃, its tokenizer and template from a run folder (tasks.open_run checks it is a generate run)."""
         run = run if isinstance(run, RunInfo) else read_run(run)
-        path = run.path
-        with load_errors(ModelSource(str(path), str(path), "local")), quiet_transformers():
+        with load_errors(local(run.path)), quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(str(run.path), use_safetensors=True)
-            tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+        tokenizer = load_tokenizer(local(run.path))
         if torch.cuda.is_available():
             model = model.to("cuda")
         fmt = ChatFormat(tokenizer, run.raw.get("template", "auto"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.backends import Forward, eval_mode, iter_logits, onnx_forward, torch_forward
 from tunesmith.data.encode import encode
@@ -25,7 +25,7 @@ from tunesmith.data.validate import Examples, LabelKind, examples
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.metrics import Score, score_forward
 from tunesmith.model.heads import load_finetuned
-from tunesmith.model.pretrained import quiet_transformers
+from tunesmith.model.pretrained import load_tokenizer, local
 from tunesmith.runs import RunInfo, atomic_output
 
 
@@ -99,8 +99,7 @@ class Predictor:
                 model = model.to("cuda")
         else:  # the torch weights are never loaded: the export is all ONNX Runtime needs
             model = onnx_forward(run.path, backend)
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+        tokenizer = load_tokenizer(local(run.path))
         return cls(model, tokenizer, readout, run.max_length, batch_size, run.columns)
 
     def column(self, table: Table, role: str) -> str | None:

@@ -119,7 +119,7 @@ def test_refusals_are_one_line_with_no_traceback(cli, tiny_run, tmp_path):
         (("export", run, "--quantize", "int4"), "--quantize must be int8"),
         (("predict", run, "-", "--backend", "tensorrt"), "--backend must be one of torch, onnx, onnx-int8"),
         (("export", generate), "runs only (this is a generate run)"),
-        (("predict", generate, "-", "--backend", "onnx"), "--backend onnx is for classification runs"),
+        (("predict", generate, "-", "--backend", "onnx"), "runs; a generate run predicts with torch"),
         (("export", tmp_path / "nowhere"), "no such folder"),
     ]
     for args, expected in cases:
@@ -131,7 +131,7 @@ def test_refusals_are_one_line_with_no_traceback(cli, tiny_run, tmp_path):
     assert cli("export", run)[0] == 0
     code, _, err = cli("predict", run, "-", "--backend", "onnx-int8", stdin="hello\n")
     assert code == 2 and f"run: tunesmith export {run} --format onnx --quantize int8" in err
-    with pytest.raises(tunesmith.ConfigError, match="is for classification runs"):
+    with pytest.raises(tunesmith.ConfigError, match="runs; a generate run predicts with torch"):
         tunesmith.load(generate, backend="onnx")
 
 

@@ -116,6 +116,7 @@ def examples(
 
 
 PAIRS = (
+    ("text", "text_pair"),
     ("sentence1", "sentence2"),
     ("premise", "hypothesis"),
     ("question", "answer"),

@@ -15,7 +15,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from tunesmith.data.labels import LabelSpace
 from tunesmith.errors import ConfigError, ModelError
-from tunesmith.model.pretrained import ModelSource, check_weights, load_errors, quiet_transformers
+from tunesmith.model.pretrained import ModelSource, check_weights, load_errors, local, quiet_transformers
 
 
 def auto_class(name: str) -> Any:
@@ -69,8 +69,7 @@ def pretrained(
 
 def load_finetuned(folder: str, model_class: str, labels: LabelSpace | None) -> PreTrainedModel:
     """θ̃ from a run folder; its label map must match the one tunesmith saved."""
-    source = ModelSource(folder, folder, "local")
-    with load_errors(source), quiet_transformers():
+    with load_errors(local(folder)), quiet_transformers():
         model = auto_class(model_class).from_pretrained(folder, use_safetensors=True)
     if labels is None:
         return model

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from tunesmith.errors import ModelError
@@ -118,6 +119,11 @@ def _no_gguf_progress() -> Iterator[None]:
         gguf_utils.tqdm = bar
 
 
+def local(folder: str | Path) -> ModelSource:
+    """A run folder (or any local transformers folder) as a ModelSource, for loading it with one-line errors."""
+    return ModelSource(str(folder), str(folder), "local")
+
+
 @contextlib.contextmanager
 def load_errors(source: ModelSource) -> Iterator[None]:
     """Turn the many ways from_pretrained fails into one line naming the model."""
@@ -128,13 +134,28 @@ def load_errors(source: ModelSource) -> Iterator[None]:
         raise ModelError(f"{source.name}: could not load: refused to unpickle anything but tensors ({first})") from None
     except ImportError as e:  # GGUF files need the gguf package
         raise ModelError(f"{source.name}: could not load ({str(e).strip().splitlines()[0]})") from None
+    except SafetensorError as e:  # a truncated or garbled weights file: the reader's own words, on one line
+        raise ModelError(f"{source.name}: its safetensors weights are unreadable ({_first(e)}); re-save or "
+                         "re-download them") from None  # fmt: skip
+    except RuntimeError as e:  # transformers: a tensor's shape is not the one config.json implies
+        if "ignore_mismatched_sizes" not in str(e) and "size mismatch" not in str(e):
+            raise
+        raise ModelError(
+            f"{source.name}: its weights do not fit its config.json (a tensor's shape differs from the one the "
+            "config describes, e.g. a head for another number of labels)"
+        ) from None
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first(e)
         if source.kind == "hub":
             raise ModelError(
                 f"{source.name}: could not load from the Hugging Face hub (offline, or no such model: {first})"
             ) from None
         raise ModelError(f"{source.name}: could not load ({first})") from None
+
+
+def _first(e: BaseException) -> str:
+    """An exception's first line (its type when it has no message)."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def load_config(source: ModelSource, trust_remote_code: bool = False) -> PretrainedConfig:
@@ -143,8 +164,18 @@ def load_config(source: ModelSource, trust_remote_code: bool = False) -> Pretrai
         return AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code, **source.load_kwargs())
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")  # fmt: skip
+"""A local folder with none of these has no tokenizer: transformers would build an empty one and train on [UNK]."""
+
+
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The model's tokenizer; it must have a padding token for batching."""
+    folder = Path(source.location)
+    if source.kind != "hub" and not source.gguf_file and folder.is_dir():
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelError(f"{source.name}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the "
+                             "tokenizer into the folder with the model (tokenizer.save_pretrained)")  # fmt: skip
     with load_errors(source), quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(
             source.location, trust_remote_code=trust_remote_code, **source.load_kwargs()

@@ -82,9 +82,10 @@ def for_run(path: str | Path) -> tuple[RunInfo, Task]:
     return run, get(run.task)
 
 
-def supporting(test: Callable[[Task], bool]) -> list[str]:
-    """The names of the tasks that pass test, for messages."""
-    return [name for name in NAMES if test(get(name))]
+def supporting(test: Callable[[Task], bool]) -> str:
+    """The names of the tasks that pass test, for messages: "tagging, multilabel and classification"."""
+    names = [name for name in NAMES if test(get(name))]
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def open_run(path: str | Path, batch_size: int | None = None, backend: str = "torch") -> Any:
@@ -94,6 +95,6 @@ def open_run(path: str | Path, batch_size: int | None = None, backend: str = "to
     check_backend(backend)
     run, task = for_run(path)
     if backend not in task.backends:
-        runs = " or ".join(supporting(lambda t: backend in t.backends))
+        runs = supporting(lambda t: backend in t.backends)
         raise ConfigError(f"--backend {backend} is for {runs} runs; a {task.name} run predicts with torch")
     return task.open_run(run, batch_size, backend)

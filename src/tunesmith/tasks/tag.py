@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.backends import Forward, eval_mode, onnx_forward, torch_forward
 from tunesmith.config import DataConfig, RunConfig
@@ -31,7 +31,7 @@ from tunesmith.data.validate import data_fingerprints, random_split, sha256_of
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.losses import token_cross_entropy
 from tunesmith.model.heads import load_finetuned
-from tunesmith.model.pretrained import quiet_transformers
+from tunesmith.model.pretrained import load_tokenizer, local
 from tunesmith.report import console
 from tunesmith.runs import RunInfo, atomic_output
 from tunesmith.tasks.base import Recipe, Task
@@ -460,8 +460,7 @@ class Tagger:
                 model = model.to("cuda")
         else:
             model = onnx_forward(run.path, backend)
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(run.path))
+        tokenizer = load_tokenizer(local(run.path))
         return cls(model, tokenizer, run.labels, run.max_length, batch_size or 32, run.columns)
 
     def words(self, text: str) -> list[tuple[str, tuple[int, int]]]:
