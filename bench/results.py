@@ -103,6 +103,14 @@ def sft_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _old_sections(target: Path) -> dict[str, str]:
+    """The "## title" blocks of the RESULTS.md already there, by title (bench/out/ is not kept between runs)."""
+    if not target.exists():
+        return {}
+    blocks = target.read_text(encoding="utf-8").split("\n## ")[1:]
+    return {b.split("\n", 1)[0].strip(): "## " + b.rstrip("\n") for b in blocks}
+
+
 def render(out: Path, target: Path) -> None:
     sections = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     first = next(iter(sections.values()), None)
@@ -114,8 +122,6 @@ def render(out: Path, target: Path) -> None:
         "(6 per non-embedding parameter per non-pad token, plus attention) over the matmul peak measured in "
         "the same run.",
     ]
-    if first:
-        lines += ["", "## Machine", "", *machine_lines(first["machine"])]
     titles = {
         "train": "Training: tunesmith vs Hugging Face Trainer (MiniLM, 1 epoch, batch 32, lr 5e-5, max length 128)",
         "infer": "Inference: `tunesmith predict` vs `transformers.pipeline`",
@@ -125,7 +131,15 @@ def render(out: Path, target: Path) -> None:
     import tasks
 
     render_section = {"train": train_lines, "infer": infer_lines, "sft": sft_lines, "tasks": tasks.tasks_lines}
+    kept = _old_sections(target)
+    reused = [t for n, t in titles.items() if n not in sections and t in kept]
+    if reused and "Machine" in kept:  # the kept sections' machine; a rerun section names its own cpu below
+        lines += ["", kept["Machine"]]
+    elif first:
+        lines += ["", "## Machine", "", *machine_lines(first["machine"])]
     for name, title in titles.items():
+        if name not in sections and title in kept:  # a section not rerun keeps what the last run wrote
+            lines += ["", kept[title]]
         if name in sections:
             s = sections[name]
             lines += [
@@ -133,7 +147,7 @@ def render(out: Path, target: Path) -> None:
                 f"## {title}",
                 "",
                 f"{s['reps']} repetitions, {s['date']}, commit {s['machine']['tunesmith commit']}, "
-                f"{s['minutes']:.0f} minutes.",
+                f"{s['minutes']:.0f} minutes, on {s['machine']['cpu']} ({s['machine']['cores']} cores).",
             ]
             lines += render_section[name](s)
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")

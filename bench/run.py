@@ -337,7 +337,8 @@ def main() -> None:
         else:
             result = sft_section(args.work, args.reps, args.sft_examples)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        result.update(machine=info, reps=args.reps, date=stamp, minutes=(time.perf_counter() - started) / 60)
+        reps = 1 if section == "tasks" else args.reps  # one run per contender and set
+        result.update(machine=info, reps=reps, date=stamp, minutes=(time.perf_counter() - started) / 60)
         (OUT / f"{section}.json").write_text(json.dumps(result, indent=1))
     results.render(OUT, BENCH / "RESULTS.md")
     print(f"wrote {BENCH / 'RESULTS.md'}", file=sys.stderr)
