@@ -334,6 +334,9 @@ def main() -> None:
             import tasks
 
             result = tasks.tasks_section(args.work, args.task_rows, args.task_sets or list(tasks.SETS))
+            earlier = OUT / "tasks.json"  # a run of some sets keeps the others' results
+            if earlier.exists() and args.task_sets:
+                result["sets"] = {**json.loads(earlier.read_text())["sets"], **result["sets"]}
         else:
             result = sft_section(args.work, args.reps, args.sft_examples)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

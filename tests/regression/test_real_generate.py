@@ -16,21 +16,20 @@ from tunesmith.train.run import bf16_supported
 pytestmark = pytest.mark.real
 
 
-def test_smollm2_on_200_gsm8k_problems_lowers_the_held_out_loss(tmp_path):
+def test_smollm2_on_100_gsm8k_problems_lowers_the_held_out_loss(tmp_path):
     gsm8k = SHARED_DATA / "gsm8k"
     if not (gsm8k / "train.jsonl").exists():
         pytest.skip("../shared/data/gsm8k is not beside this checkout")
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
-    train.write_text("".join((gsm8k / "train.jsonl").read_text().splitlines(keepends=True)[:200]))
-    test.write_text("".join((gsm8k / "test.jsonl").read_text().splitlines(keepends=True)[:100]))
+    train.write_text("".join((gsm8k / "train.jsonl").read_text().splitlines(keepends=True)[:100]))
+    test.write_text("".join((gsm8k / "test.jsonl").read_text().splitlines(keepends=True)[:50]))
     result = tunesmith.finetune(
         str(train),
         "smollm2",
         str(tmp_path / "run"),
         eval_data=str(test),
         epochs=1,
-        batch_size=8,
-        lr=5e-5,
+        batch_size=8,  # lr: the default for causal LMs under 300M parameters (1e-4)
         max_length=384,
         precision="bf16" if bf16_supported() else "fp32",
         packing=False,  # length-grouped batches: here the LM head then runs on answer positions only (255 s vs 305 s)
@@ -40,7 +39,7 @@ def test_smollm2_on_200_gsm8k_problems_lowers_the_held_out_loss(tmp_path):
     metrics = json.loads((result.path / "eval.json").read_text())
     before, after = metrics["before"]["loss"], metrics["loss"]
     print(f"GSM8K held-out loss per answer token: θ̂ {before:.4f}, θ̃ {after:.4f}, after {result.seconds:.0f}s")
-    assert metrics["target_tokens"] == metrics["before"]["target_tokens"] > 10_000
+    assert metrics["target_tokens"] == metrics["before"]["target_tokens"] > 5_000
     assert after < before - 0.02
     record = json.loads((result.path / "tunesmith.json").read_text())
     assert record["task"] == "generate" and record["truncated"]["target"] == 0

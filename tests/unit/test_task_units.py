@@ -75,6 +75,12 @@ def test_thresholds_tuned_on_a_planted_set_recover_the_planted_thresholds():
     assert at_half < 1.0, "0.5 is right only for the planted 0.5"
     no_positives = tune_thresholds(probs[:, :1], np.zeros((2000, 1)))
     assert no_positives[0] == 0.5, "nothing to tune on"
+    rare = gold.copy()
+    rare[:, 2:] = 0
+    rare[:4, 2:] = 1  # four positives each: too few to trust a threshold of their own
+    pooled = tune_thresholds(probs, rare)
+    np.testing.assert_allclose(pooled[:2], planted[:2], atol=2e-3)
+    assert pooled[2] == pooled[3] and 0 < pooled[2] < 1, "the rare labels share one pooled threshold"
 
 
 @settings(max_examples=60, deadline=None)
