@@ -334,6 +334,8 @@ def main() -> None:
             import tasks
 
             result = tasks.tasks_section(args.work, args.task_rows, args.task_sets or list(tasks.SETS))
+            for data in result["sets"].values():
+                data["commit"] = info["tunesmith commit"]
             earlier = OUT / "tasks.json"  # a run of some sets keeps the others' results
             if earlier.exists() and args.task_sets:
                 result["sets"] = {**json.loads(earlier.read_text())["sets"], **result["sets"]}

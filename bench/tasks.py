@@ -125,11 +125,16 @@ def tasks_section(work: Path, rows: int, sets: list[str]) -> dict[str, Any]:
     return out
 
 
+def metrics(run: dict[str, Any]) -> list[str]:
+    """The quality numbers of a contender's result (not its seconds, memory or wall time)."""
+    return [k for k, v in run.items() if isinstance(v, float) and k not in ("seconds", "peak_rss_mib", "wall_s")]
+
+
 def verdicts(data: dict[str, Any], metric: str) -> list[str]:
     """The issue's targets for one set, each met or missed with the numbers."""
     ours, trainer, floor = (data["runs"][w] for w in ("tunesmith", "trainer", "tfidf"))
     out = []
-    for name in [k for k in ours if isinstance(ours[k], float) and k in trainer and k != "seconds"]:
+    for name in [k for k in metrics(ours) if k in trainer and not k.endswith("_at_0.5")]:
         gap = (ours[name] - trainer[name]) * 100
         ok = gap >= -0.5 and ours[name] >= floor.get(name, -1)
         out.append(f"{name} {ours[name]:.3f} vs Trainer {trainer[name]:.3f} ({gap:+.1f} pt), floor "
@@ -158,10 +163,10 @@ def tasks_lines(result: dict[str, Any]) -> list[str]:
     ]
     for name, data in result["sets"].items():
         runs = data["runs"]
-        keys = [k for k, v in runs["tunesmith"].items() if isinstance(v, float) and k not in ("seconds",
-                "peak_rss_mib", "wall_s")] + ["seconds", "peak_rss_mib"]  # fmt: skip
+        keys = [*metrics(runs["tunesmith"]), "seconds", "peak_rss_mib"]
         text += ["", f"**{name}** ({data['task']}): {data['source']}; {data['rows']:,} training rows, "
-                 f"{data['test_rows']:,} test rows.", "", "| | " + " | ".join(keys) + " |",
+                 f"{data['test_rows']:,} test rows; at commit {data.get('commit', '?')}.", "",
+                 "| | " + " | ".join(keys) + " |",
                  "|---|" + "---:|" * len(keys)]  # fmt: skip
         for who in ("tunesmith", "trainer", "tfidf"):
             cells = [f"{runs[who][k]:.4f}" if k not in ("seconds", "peak_rss_mib") and k in runs[who]

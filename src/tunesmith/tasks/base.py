@@ -92,8 +92,12 @@ class Task:
     """The metrics compare's test columns show."""
     backends: tuple[str, ...] = ("torch",)
     """Inference backends a run of this task supports; onnx ones need `tunesmith export`."""
+    losses: tuple[str, ...] = ()
+    """The train.loss names this task takes (unset: its own default loss)."""
+    packs: bool = False
+    """Whether train.packing applies (concatenating samples into full rows)."""
     check: Callable[[RunConfig], None] = lambda cfg: None
-    """Refuses config fields that do not apply to this task (one ConfigError)."""
+    """Refuses the other config fields that do not apply to this task (one ConfigError)."""
     training_config: Mapping[str, Any] = field(default_factory=dict)
     """model.config values while fitting, restored for the saved model (use_cache off for a causal LM)."""
 
@@ -123,8 +127,24 @@ class Task:
             raise ConfigError(
                 f"eval.metric {cfg.eval.metric} does not apply to {self.name}; use one of: {', '.join(self.metrics)}"
             )
+        if cfg.train.packing and not self.packs:
+            raise ConfigError(f"--packing does not apply to {self.name}; it packs samples of generate runs")
+        if cfg.train.loss is not None and cfg.train.loss not in self.losses:
+            choices = f"use one of: {', '.join(self.losses)}" if self.losses else "it has one loss"
+            raise ConfigError(f"--loss {cfg.train.loss} does not apply to {self.name}; {choices}")
         self.check(cfg)
         return cfg
+
+
+def saved_title(best: dict[str, Any]) -> str:
+    """The title of the end-of-run metrics table."""
+    return f"evaluation of the saved model (epoch {best.get('epoch')}, step {best.get('step')})"
+
+
+def kept_line(best: dict[str, Any], cfg: RunConfig) -> str:
+    """Which evaluation the run kept (eval.select) and its metric value."""
+    kept = "last" if best.get("select") == "last" else "best"
+    return f"{kept} {cfg.eval.metric} {best['value']:.4f} at epoch {best['epoch']}"
 
 
 def call_with(method: Callable[..., Any], task: str, /, *args: Any, **options: Any) -> Any:

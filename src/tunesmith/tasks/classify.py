@@ -23,7 +23,7 @@ from tunesmith.metrics import ClassificationScore
 from tunesmith.report import print_metrics
 from tunesmith.runs import RunInfo
 from tunesmith.tasks import sequence
-from tunesmith.tasks.base import Recipe, Task
+from tunesmith.tasks.base import Recipe, Task, kept_line, saved_title
 
 
 @dataclass
@@ -110,9 +110,8 @@ def _describe(data: LabeledData) -> list[str]:
 def _summary(metrics: dict[str, Any] | None, best: dict[str, Any], cfg: RunConfig) -> str:
     if not metrics:
         return "no evaluation data: saved the final model"
-    print_metrics(metrics, f"evaluation of the saved model (epoch {best.get('epoch')}, step {best.get('step')})")
-    kept = "last" if best.get("select") == "last" else "best"
-    return f"{kept} {cfg.eval.metric} {best['value']:.4f} at epoch {best['epoch']}"
+    print_metrics(metrics, saved_title(best))
+    return kept_line(best, cfg)
 
 
 def _show(metrics: dict[str, Any], title: str) -> None:
@@ -121,12 +120,6 @@ def _show(metrics: dict[str, Any], title: str) -> None:
     print_metrics(metrics, f"{title} ({metrics['n']} rows)", Console())
     print(f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
 
-
-def _check(cfg: RunConfig) -> None:
-    if cfg.train.packing:
-        raise ConfigError("--packing applies to generate only")
-    if cfg.train.loss not in (None, "ce", "focal"):
-        raise ConfigError(f"--loss {cfg.train.loss} does not apply to classification; use ce or focal")
 
 
 def _readout(run: RunInfo) -> Classes:
@@ -153,5 +146,5 @@ TASK = Task(
     show=_show,
     headline=("accuracy", "macro_f1"),
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
-    check=_check,
+    losses=("ce", "focal"),
 )

@@ -155,6 +155,7 @@ TASK = Task(
     open_run=_open_run,
     show=_show,
     headline=("loss", "perplexity"),
+    packs=True,
     check=_check,
     training_config={"use_cache": False},  # no KV cache while training; it would hide packed positions too
 )

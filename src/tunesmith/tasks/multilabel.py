@@ -28,7 +28,7 @@ from tunesmith.metrics import per_label, prf
 from tunesmith.report import console, metrics_table
 from tunesmith.runs import RunInfo
 from tunesmith.tasks import sequence
-from tunesmith.tasks.base import Recipe, Task
+from tunesmith.tasks.base import Recipe, Task, kept_line, saved_title
 
 PLAIN = 0.5
 """The threshold every label would have without tuning, reported beside the tuned ones."""
@@ -329,9 +329,8 @@ def _print(metrics: dict[str, Any], title: str, out: Any = None) -> None:
 def _summary(metrics: dict[str, Any] | None, best: dict[str, Any], cfg: RunConfig) -> str:
     if not metrics:
         return "no evaluation data: saved the final model (thresholds 0.5)"
-    _print(metrics, f"evaluation of the saved model (epoch {best.get('epoch')}, step {best.get('step')})")
-    kept = "last" if best.get("select") == "last" else "best"
-    return f"{kept} {cfg.eval.metric} {best['value']:.4f} at epoch {best['epoch']}"
+    _print(metrics, saved_title(best))
+    return kept_line(best, cfg)
 
 
 def _show(metrics: dict[str, Any], title: str) -> None:
@@ -341,12 +340,6 @@ def _show(metrics: dict[str, Any], title: str) -> None:
     print(f"micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
           f"subset accuracy {metrics['subset_accuracy']:.4f}  loss {metrics['loss']:.4f}")  # fmt: skip
 
-
-def _check(cfg: RunConfig) -> None:
-    if cfg.train.packing:
-        raise ConfigError("--packing applies to generate only")
-    if cfg.train.loss not in (None, "bce", "focal"):
-        raise ConfigError(f"--loss {cfg.train.loss} does not apply to multilabel; use bce or focal")
 
 
 def _readout(run: RunInfo) -> LabelSets:
@@ -376,5 +369,5 @@ TASK = Task(
     show=_show,
     headline=("micro_f1", "macro_f1"),
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
-    check=_check,
+    losses=("bce", "focal"),
 )

@@ -27,7 +27,7 @@ from tunesmith.model.heads import head_parameter_names
 from tunesmith.report import console
 from tunesmith.runs import RunInfo
 from tunesmith.tasks import sequence
-from tunesmith.tasks.base import Recipe, Task
+from tunesmith.tasks.base import Recipe, Task, kept_line
 
 MANY_INTEGERS = 100
 """Integer labels with more distinct values than this are read as numbers, not classes (without --task)."""
@@ -231,8 +231,7 @@ def _line(metrics: dict[str, Any]) -> str:
 def _summary(metrics: dict[str, Any] | None, best: dict[str, Any], cfg: RunConfig) -> str:
     if not metrics:
         return "no evaluation data: saved the final model"
-    kept = "last" if best.get("select") == "last" else "best"
-    return f"{_line(metrics)}; {kept} {cfg.eval.metric} {best['value']:.4f} at epoch {best['epoch']}"
+    return f"{_line(metrics)}; {kept_line(best, cfg)}"
 
 
 def _show(metrics: dict[str, Any], title: str) -> None:
@@ -240,10 +239,6 @@ def _show(metrics: dict[str, Any], title: str) -> None:
 
 
 def _check(cfg: RunConfig) -> None:
-    if cfg.train.packing:
-        raise ConfigError("--packing applies to generate only")
-    if cfg.train.loss not in (None, "mse", "huber"):
-        raise ConfigError(f"--loss {cfg.train.loss} does not apply to regression; use mse or huber")
     if cfg.train.class_weights is not None:
         raise ConfigError("--class-weights applies to runs with labels; a regression run has none")
 
@@ -272,5 +267,6 @@ TASK = Task(
     show=_show,
     headline=("pearson", "spearman", "rmse"),
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
+    losses=("mse", "huber"),
     check=_check,
 )

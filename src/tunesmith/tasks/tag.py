@@ -34,7 +34,7 @@ from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import load_tokenizer, local
 from tunesmith.report import console
 from tunesmith.runs import RunInfo, atomic_output
-from tunesmith.tasks.base import Recipe, Task
+from tunesmith.tasks.base import Recipe, Task, kept_line, saved_title
 
 TOKEN_NAMES = ("tokens", "words")
 TAG_NAMES = ("tags", "ner_tags", "labels", "label")
@@ -558,9 +558,8 @@ def _print(metrics: dict[str, Any], title: str, out: Any = None) -> None:
 def _summary(metrics: dict[str, Any] | None, best: dict[str, Any], cfg: RunConfig) -> str:
     if not metrics:
         return "no evaluation data: saved the final model"
-    _print(metrics, f"evaluation of the saved model (epoch {best.get('epoch')}, step {best.get('step')})")
-    kept = "last" if best.get("select") == "last" else "best"
-    return f"entity F1 {metrics['micro_f1']:.4f}; {kept} {cfg.eval.metric} {best['value']:.4f} at epoch {best['epoch']}"
+    _print(metrics, saved_title(best))
+    return f"entity F1 {metrics['micro_f1']:.4f}; {kept_line(best, cfg)}"
 
 
 def _show(metrics: dict[str, Any], title: str) -> None:
@@ -573,10 +572,6 @@ def _show(metrics: dict[str, Any], title: str) -> None:
 
 
 def _check(cfg: RunConfig) -> None:
-    if cfg.train.packing:
-        raise ConfigError("--packing applies to generate only")
-    if cfg.train.loss not in (None, "ce"):
-        raise ConfigError(f"--loss {cfg.train.loss} does not apply to tagging (token cross-entropy)")
     if cfg.train.class_weights not in (None, "none"):
         raise ConfigError("--class-weights applies to classification and multilabel so far")
 
@@ -604,5 +599,6 @@ TASK = Task(
     show=_show,
     headline=("micro_f1", "precision", "recall"),
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
+    losses=("ce",),
     check=_check,
 )
