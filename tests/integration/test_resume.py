@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
 
     args = json.loads(sys.argv[1])
     kill = args.pop("kill")
-    calls = {"loss": 0, "eval": 0}
+    calls = {"loss": 0, "eval": 0, "step": 0}
 
     def killing(name, fn):
         def wrapper(*a, **k):
@@ -49,6 +49,8 @@ SCRIPT = textwrap.dedent("""
     sequence.score_forward = killing("eval", sequence.score_forward)
     generate.causal_lm_loss = killing("loss", generate.causal_lm_loss)
     generate.lm_loss = killing("eval", generate.lm_loss)
+    import tunesmith.train.loop as loop
+    loop.step_scale = killing("step", loop.step_scale)  # once per micro-batch, whatever the task's loss
     argv = args.pop("argv", None)
     if args.pop("resume_cmd", False):
         argv = ["resume", args["output"], "-q"]
@@ -327,3 +329,21 @@ def test_other_strategies_resume_to_identical_bytes(small, tmp_path, extra):
     done = launch(None, resume=True, **{**args_for(small, out), **extra})
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").read_bytes() == (reference.path / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression", "tagging"])
+def test_every_task_killed_mid_run_resumes_to_identical_bytes(task, tiny_model, tmp_path):
+    """The other tasks' runs (thresholds tuned, the scale folded in at the end) resume exactly too."""
+    from conftest import make_multilabel_rows, make_regression_rows, make_tagged_rows, write_rows
+
+    make, ext = {"multilabel": (make_multilabel_rows, ".jsonl"), "regression": (make_regression_rows, ".csv"),
+                 "tagging": (make_tagged_rows, ".jsonl")}[task]  # fmt: skip
+    data, held = write_rows(tmp_path / f"train{ext}", make(96, 5)), write_rows(tmp_path / f"eval{ext}", make(24, 6))
+    args = dict(train_data=str(data), model=tiny_model, eval_data=str(held), **OPTIONS)
+    reference = tunesmith.finetune(**args, output=str(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert launch(("step", 21, "SIGKILL"), **args, output=str(out)).returncode == -signal.SIGKILL
+    done = launch(None, resume=True, **args, output=str(out))
+    assert done.returncode == 0, done.stderr
+    for name in ("model.safetensors", "config.json", "eval.json"):
+        assert (out / name).read_bytes() == (reference.path / name).read_bytes(), name
