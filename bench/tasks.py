@@ -17,13 +17,6 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 SHARED = BENCH.parents[1] / "shared" / "data"
 SEED = 42
-TARGETS = {  # (set, the metric the targets speak of)
-    "sst2": "accuracy",
-    "mrpc": "accuracy",
-    "stsb": "pearson",
-    "goemotions": "macro_f1",
-    "conll2003": "entity_f1",
-}
 TASKS = {"sst2": "classification", "mrpc": "classification", "stsb": "regression", "goemotions": "multilabel",
          "conll2003": "tagging"}  # fmt: skip
 SOURCES = {
@@ -130,7 +123,7 @@ def metrics(run: dict[str, Any]) -> list[str]:
     return [k for k, v in run.items() if isinstance(v, float) and k not in ("seconds", "peak_rss_mib", "wall_s")]
 
 
-def verdicts(data: dict[str, Any], metric: str) -> list[str]:
+def verdicts(data: dict[str, Any]) -> list[str]:
     """The issue's targets for one set, each met or missed with the numbers."""
     ours, trainer, floor = (data["runs"][w] for w in ("tunesmith", "trainer", "tfidf"))
     out = []
@@ -172,7 +165,7 @@ def tasks_lines(result: dict[str, Any]) -> list[str]:
             cells = [f"{runs[who][k]:.4f}" if k not in ("seconds", "peak_rss_mib") and k in runs[who]
                      else f"{runs[who][k]:,.0f}" if k in runs[who] else "-" for k in keys]  # fmt: skip
             text.append(f"| {who} | " + " | ".join(cells) + " |")
-        text += ["", *[f"- {line}" for line in verdicts(data, TARGETS[name])]]
+        text += ["", *[f"- {line}" for line in verdicts(data)]]
         if "recipe" in runs["tunesmith"]:
             text.append(f"- tunesmith chose {runs['tunesmith']['recipe']} (detected task "
                         f"{runs['tunesmith'].get('task_detected')})")  # fmt: skip
