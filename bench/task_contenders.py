@@ -62,7 +62,8 @@ def score(task: str, gold: list[Any], predicted: Any, names: list[str]) -> dict[
 
         pred = np.asarray(predicted, dtype=float)
         return {"pearson": float(pearsonr(pred, gold).statistic), "spearman": float(spearmanr(pred, gold).statistic)}
-    from tunesmith.tasks.tag import entity_metrics, iob2
+    from tunesmith.data.tags import iob2
+    from tunesmith.tasks.tag import entity_metrics
 
     out = entity_metrics([iob2(g) for g in gold], [iob2(p) for p in predicted], 0.0, 0)
     return {"entity_f1": out["micro_f1"], "precision": out["precision"], "recall": out["recall"]}
@@ -117,7 +118,7 @@ def trainer_job(a: dict[str, Any]) -> dict[str, Any]:
     if task == "tagging":
         from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
-        from tunesmith.tasks.tag import iob2
+        from tunesmith.data.tags import iob2
 
         names = sorted({t for g in train_y for t in iob2(g)})
 

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from tunesmith.data.batching import sorted_batches
 from tunesmith.data.labels import LabelSpace
 from tunesmith.data.readers import read_table
+from tunesmith.data.tags import IGNORE, Encoder, iob2, spans
 from tunesmith.errors import DataError
-from tunesmith.tasks.tag import IGNORE, Encoder, decode, iob2, spans, word_probabilities
+from tunesmith.tasks.tag import decode, word_probabilities
 
 SPACE = LabelSpace(("O", "B-PER", "I-PER", "B-ORG", "I-ORG"))
 
