@@ -53,6 +53,13 @@ def torch_forward(model: torch.nn.Module) -> Forward:
     return forward
 
 
+def as_forward(model: torch.nn.Module | Forward) -> tuple[torch.nn.Module | None, Forward]:
+    """A torch model (put in eval mode) and its Forward, or (None, the Forward an ONNX backend already is)."""
+    if isinstance(model, torch.nn.Module):
+        return model.eval(), torch_forward(model)
+    return None, model
+
+
 def iter_logits(
     forward: Forward,
     ids: Sequence[Sequence[int]],

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tunesmith.backends import Forward, eval_mode, iter_logits, onnx_forward, torch_forward
+from tunesmith.backends import Forward, as_forward, eval_mode, iter_logits, onnx_forward
 from tunesmith.data.encode import encode
 from tunesmith.data.labels import LabelSpace
 from tunesmith.data.readers import Table, iter_tables, reuse_column
@@ -67,10 +67,8 @@ class Predictor:
         columns: dict[str, str | None] | None = None,
     ) -> None:
         """model: θ̃ as a torch module, or any Forward (backends.onnx_forward gives ONNX Runtime's)."""
-        torch_model = isinstance(model, torch.nn.Module)
-        self.model = model.eval() if torch_model else None
-        """The torch module (None for an ONNX backend)."""
-        self.forward = torch_forward(model) if torch_model else model
+        self.model, self.forward = as_forward(model)
+        """The torch module (None for an ONNX backend), and what runs the batches."""
         self.tokenizer = tokenizer
         self.readout = readout
         self.labels = readout.labels
@@ -93,13 +91,7 @@ class Predictor:
     def of_run(cls, run: RunInfo, readout: Readout, model_class: str, batch_size: int = 64,
                backend: str = "torch") -> Predictor:  # fmt: skip
         """θ̃ (run by backend: torch, or one of the ONNX files) and its tokenizer, for the task's readout."""
-        if backend == "torch":
-            model: PreTrainedModel | Forward = load_finetuned(str(run.path), model_class, run.labels)
-            if torch.cuda.is_available():  # inference needs no accelerate: one device, no precision policy
-                model = model.to("cuda")
-        else:  # the torch weights are never loaded: the export is all ONNX Runtime needs
-            model = onnx_forward(run.path, backend)
-        tokenizer = load_tokenizer(local(run.path))
+        model, tokenizer = run_model(run, model_class, backend)
         return cls(model, tokenizer, readout, run.max_length, batch_size, run.columns)
 
     def column(self, table: Table, role: str) -> str | None:
@@ -210,6 +202,21 @@ class Predictor:
             raise DataError(chunk.path, f"this run was trained on {what}; name the columns with --text-column "
                             "(and --text-pair-column)")  # fmt: skip
         return ex
+
+
+def run_model(
+    run: RunInfo, model_class: str, backend: str
+) -> tuple[PreTrainedModel | Forward, PreTrainedTokenizerBase]:
+    """A run folder's θ̃, run by torch or by one of its ONNX files, and its tokenizer: what every encoder task's
+    predictor starts from.
+    """
+    if backend == "torch":
+        model: PreTrainedModel | Forward = load_finetuned(str(run.path), model_class, run.labels)
+        if torch.cuda.is_available():  # inference needs no accelerate: one device, no precision policy
+            model = model.to("cuda")
+    else:  # the torch weights are never loaded: the export is all ONNX Runtime needs
+        model = onnx_forward(run.path, backend)
+    return model, load_tokenizer(local(run.path))
 
 
 def split_pairs(inputs: Sequence[str | tuple[str, str]]) -> tuple[list[str], list[str] | None]:

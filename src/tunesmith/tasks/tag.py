@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tunesmith.backends import Forward, eval_mode, onnx_forward, torch_forward
+from tunesmith.backends import Forward, as_forward, eval_mode, torch_forward
 from tunesmith.config import DataConfig, RunConfig
 from tunesmith.data.batching import pad, sorted_batches
 from tunesmith.data.labels import LabelSpace
@@ -39,8 +39,7 @@ from tunesmith.data.tags import (
 from tunesmith.data.validate import random_split
 from tunesmith.errors import ConfigError
 from tunesmith.losses import token_cross_entropy
-from tunesmith.model.heads import load_finetuned
-from tunesmith.model.pretrained import load_tokenizer, local
+from tunesmith.predict import run_model
 from tunesmith.report import console
 from tunesmith.runs import RunInfo, atomic_output
 from tunesmith.tasks.base import Recipe, Task, kept_line, saved_title
@@ -196,9 +195,7 @@ class Tagger:
         batch_size: int = 32,
         columns: dict[str, str | None] | None = None,
     ) -> None:
-        torch_model = isinstance(model, torch.nn.Module)
-        self.model = model.eval() if torch_model else None
-        self.forward = torch_forward(model) if torch_model else model
+        self.model, self.forward = as_forward(model)
         self.tokenizer, self.labels, self.max_length, self.batch_size = tokenizer, labels, max_length, batch_size
         self.encoder = Encoder(tokenizer, max_length)
         self.columns = columns or {}
@@ -207,13 +204,7 @@ class Tagger:
     def of_run(cls, run: RunInfo, batch_size: int | None, backend: str) -> Tagger:
         """θ̃ (torch, or its ONNX export) and its tokenizer from a run folder."""
         assert run.labels is not None
-        if backend == "torch":
-            model: PreTrainedModel | Forward = load_finetuned(str(run.path), TASK.model_class, run.labels)
-            if torch.cuda.is_available():
-                model = model.to("cuda")
-        else:
-            model = onnx_forward(run.path, backend)
-        tokenizer = load_tokenizer(local(run.path))
+        model, tokenizer = run_model(run, TASK.model_class, backend)
         return cls(model, tokenizer, run.labels, run.max_length, batch_size or 32, run.columns)
 
     def words(self, text: str) -> list[tuple[str, tuple[int, int]]]:
