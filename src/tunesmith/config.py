@@ -91,6 +91,19 @@ class ModelConfig:
     max_length: int | None = None
     """Longer texts are truncated to this many tokens (special tokens included); 128 for classification and
     512 for generate when unset."""
+    long_documents: str | None = None
+    """Texts longer than max_length (classification, multilabel, regression): truncate, or chunk (read as
+    overlapping windows of max_length tokens whose outputs are aggregated into the document's; a pair windows its
+    second text, keeping the first in every window). Unset: chunk when over 5% of the training texts are longer."""
+    chunk_stride: int | None = None
+    """Tokens that consecutive windows of a chunked text share, under half of max_length; max_length // 4 when
+    unset."""
+    max_chunks: int | None = None
+    """Most windows read of one text (16 when unset): a longer text is read at that many windows spread evenly
+    from its start to its end. A micro-batch holds whole texts up to batch_size windows, so this bounds memory."""
+    aggregate: str | None = None
+    """How a chunked text's windows make one prediction: max (per output, the largest logit of any window),
+    mean, or attention (a learned softmax weighting of the windows); max when unset (bench/RESULTS.md, long)."""
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code; off, since that code runs on your machine."""
     allow_pickle: bool = False
@@ -99,6 +112,14 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"model.max_length must be at least 8, got {self.max_length}")
+        if self.long_documents not in (None, "truncate", "chunk"):
+            raise ConfigError(f"--long-documents must be truncate or chunk, got '{self.long_documents}'")
+        if self.aggregate not in (None, "max", "mean", "attention"):
+            raise ConfigError(f"--aggregate must be max, mean or attention, got '{self.aggregate}'")
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise ConfigError(f"--max-chunks must be at least 1, got {self.max_chunks}")
+        if self.chunk_stride is not None and self.chunk_stride < 0:
+            raise ConfigError(f"--chunk-stride must be at least 0, got {self.chunk_stride}")
 
 
 @dataclass

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from tunesmith.backends import Forward, iter_logits
+from tunesmith.data.chunks import Documents
 from tunesmith.data.labels import LabelSpace
 from tunesmith.losses import classification_loss
+from tunesmith.model.aggregate import Aggregator, document_logits
 
 
 class Score(Protocol):
@@ -91,13 +93,19 @@ def classification_metrics(confusion: np.ndarray, labels: LabelSpace, loss_sum: 
 def score_forward(
     score: Score,
     forward: Forward,
-    ids: Sequence[Sequence[int]],
+    docs: Documents,
     targets: Sequence[Any],
     batch_size: int,
     pad_id: int,
-    types: Sequence[Sequence[int]] | None = None,
+    combine: Aggregator | None = None,
 ) -> Score:
-    """Fold a forward's outputs on encoded texts (or pairs) into a running score; the caller sets eval mode."""
-    for rows, logits in iter_logits(forward, ids, batch_size, pad_id, types):
+    """Fold a forward's outputs on encoded texts (or pairs, or chunked documents) into a running score; the
+    caller sets eval mode. One window per text streams batch by batch; chunks are combined per document first.
+    """
+    if docs.chunked:
+        logits, _ = document_logits(forward, docs, batch_size, pad_id, combine)
+        score.add(logits, torch.as_tensor(list(targets)))
+        return score
+    for rows, logits in iter_logits(forward, docs.ids, batch_size, pad_id, docs.types):
         score.add(logits, torch.as_tensor([targets[i] for i in rows]))
     return score

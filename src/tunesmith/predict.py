@@ -17,13 +17,14 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tunesmith.backends import Forward, as_forward, eval_mode, iter_logits, onnx_forward
-from tunesmith.data.encode import encode
+from tunesmith.backends import Forward, as_forward, eval_mode, onnx_forward
+from tunesmith.data.chunks import Chunking, Documents, encode_documents, need_offsets
 from tunesmith.data.labels import LabelSpace
 from tunesmith.data.readers import Table, iter_tables, reuse_column
 from tunesmith.data.validate import Examples, LabelKind, examples
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.metrics import Score, score_forward
+from tunesmith.model.aggregate import Aggregator, document_logits
 from tunesmith.model.heads import load_finetuned
 from tunesmith.model.pretrained import load_tokenizer, local
 from tunesmith.runs import RunInfo, atomic_output
@@ -65,8 +66,12 @@ class Predictor:
         max_length: int,
         batch_size: int = 64,
         columns: dict[str, str | None] | None = None,
+        chunking: Chunking | None = None,
+        combine: Aggregator | None = None,
     ) -> None:
-        """model: θ̃ as a torch module, or any Forward (backends.onnx_forward gives ONNX Runtime's)."""
+        """model: θ̃ as a torch module, or any Forward (backends.onnx_forward gives ONNX Runtime's). With chunking,
+        a long text is read as the run's windows and combine makes their logits the text's.
+        """
         self.model, self.forward = as_forward(model)
         """The torch module (None for an ONNX backend), and what runs the batches."""
         self.tokenizer = tokenizer
@@ -76,6 +81,7 @@ class Predictor:
         self.batch_size = batch_size
         self.columns = columns or {}
         """The training file's column names by role (text, label), tried first in files to score."""
+        self.chunking, self.combine = chunking, combine
 
     @classmethod
     def from_run(cls, path: str | Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
@@ -88,36 +94,68 @@ class Predictor:
         return predictor
 
     @classmethod
-    def of_run(cls, run: RunInfo, readout: Readout, model_class: str, batch_size: int = 64,
-               backend: str = "torch") -> Predictor:  # fmt: skip
+    def of_run(cls, run: RunInfo, readout: Readout, model_class: str, batch_size: int = 64, backend: str = "torch",
+               chunking: Chunking | None = None, combine: Aggregator | None = None) -> Predictor:  # fmt: skip
         """θ̃ (run by backend: torch, or one of the ONNX files) and its tokenizer, for the task's readout."""
         model, tokenizer = run_model(run, model_class, backend)
-        return cls(model, tokenizer, readout, run.max_length, batch_size, run.columns)
+        return cls(model, tokenizer, readout, run.max_length, batch_size, run.columns, chunking, combine)
 
     def column(self, table: Table, role: str) -> str | None:
         """The training file's column for a role when this table has it; None lets the usual names decide."""
         return reuse_column(table, None, self.columns.get(role))
 
+    def documents(self, texts: list[str], pairs: list[str] | None, offsets: bool = False) -> Documents:
+        """Texts (or pairs) as the run reads them: one truncated window each, or its chunks."""
+        if offsets:
+            need_offsets(self.tokenizer, "this run")
+        return encode_documents(self.tokenizer, texts, self.max_length, pairs, self.chunking, offsets)
+
     def logits(self, inputs: Sequence[str | tuple[str, str]]) -> torch.Tensor:
         """The head's fp32 logits, one row per text (or (text, text pair) tuple), in input order."""
-        texts, pairs = split_pairs(inputs)
-        ids, types = encode(self.tokenizer, texts, self.max_length, pairs)
-        out: torch.Tensor | None = None
-        with torch.inference_mode():  # unlike no_grad, no version counters either: nothing is backpropagated
-            for rows, logits in iter_logits(self.forward, ids, self.batch_size, self.tokenizer.pad_token_id, types):
-                if out is None:
-                    out = torch.zeros((len(texts), logits.shape[-1]))
-                out[rows] = logits
-        return out if out is not None else torch.zeros((0, 0))
+        return self._logits(self.documents(*split_pairs(inputs)))[0]
 
-    def predict(self, inputs: Sequence[str | tuple[str, str]] | str | tuple[str, str], top_k: int | None = None) -> Any:
+    def _logits(self, docs: Documents) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per document, per chunk) logits, under inference_mode: unlike no_grad, no version counters either."""
+        with torch.inference_mode():
+            return document_logits(self.forward, docs, self.batch_size, self.tokenizer.pad_token_id, self.combine)
+
+    def predict(
+        self,
+        inputs: Sequence[str | tuple[str, str]] | str | tuple[str, str],
+        top_k: int | None = None,
+        explain: bool = False,
+    ) -> Any:
         """Per text (or (text, text pair) tuple), the task's record: for a classifier the label, its probability,
         and the top_k (default: all) labels' probabilities. A list gives a list of dicts; one input gives one dict.
+
+        explain adds "chunks": per window read, its [start, end) characters in the text (a pair's second), its
+        share of the decision ("weight", summing to 1) and what it predicts alone.
         """
         single = isinstance(inputs, (str, tuple))
         batch = [inputs] if single else list(inputs)
-        out = self.readout.records(self.logits(batch), top_k) if batch else []
+        if not batch:
+            return []
+        docs = self.documents(*split_pairs(batch), offsets=explain)
+        logits, chunk_logits = self._logits(docs)
+        out = self.readout.records(logits, top_k)
+        if explain:
+            self._explain(out, docs, logits, chunk_logits)
         return out[0] if single else out
+
+    def _explain(self, out: list[dict[str, Any]], docs: Documents, logits: torch.Tensor, chunks: torch.Tensor) -> None:
+        """Each record's chunks: span, weight in the decided output (the top logit's), the chunk's own record."""
+        owner = torch.as_tensor(docs.owner)
+        decided = logits.argmax(1)
+        if self.combine is not None and docs.chunked:
+            share = self.combine.weights(chunks, owner, docs.n, decided)
+        else:
+            share = torch.ones(len(docs.ids))
+        alone = self.readout.records(chunks, None)
+        assert docs.spans is not None
+        for c, doc in enumerate(docs.owner):
+            own = {k: v for k, v in alone[c].items() if k != "scores"}
+            start, end = docs.spans[c]
+            out[doc].setdefault("chunks", []).append({"start": start, "end": end, "weight": float(share[c]), **own})
 
     def predict_proba(self, texts: Sequence[str]):  # noqa: ANN201 (numpy)
         """Class probabilities of a single-label classifier, one row per text, columns in label-space order."""
@@ -132,6 +170,7 @@ class Predictor:
         encoding: str = "utf-8",
         top_k: int | None = None,
         format: str | None = None,  # noqa: A002 (the CLI's --format)
+        explain: bool = False,
     ) -> int:
         """Predict every text of a file (or '-' for stdin) and write CSV or JSONL (or '-' for stdout).
 
@@ -153,7 +192,7 @@ class Predictor:
                 ex = self._examples(chunk, text_column, pair_column, None, need_labels=False)
                 text_column, pair_column = ex.text_column, ex.pair_column  # later chunks use the first's columns
                 inputs = list(zip(ex.texts, ex.pairs, strict=True)) if ex.pairs is not None else ex.texts
-                records = self.predict(inputs, top_k)
+                records = self.predict(inputs, top_k, explain)
                 given = [{"text": t} for t in ex.texts]
                 if ex.pairs is not None:
                     given = [{"text": t, "text_pair": p} for t, p in zip(ex.texts, ex.pairs, strict=True)]
@@ -163,9 +202,11 @@ class Predictor:
                     )
                 else:
                     if written == 0:
-                        writer.writerow([*given[0], *self.readout.csv_columns(top_k)] if given else [])
+                        extra = ["chunks"] if explain else []
+                        writer.writerow([*given[0], *self.readout.csv_columns(top_k), *extra] if given else [])
                     for g, rec in zip(given, records, strict=True):
-                        writer.writerow([*g.values(), *self.readout.csv_cells(rec, top_k)])
+                        extra = [json.dumps(rec["chunks"])] if explain else []
+                        writer.writerow([*g.values(), *self.readout.csv_cells(rec, top_k), *extra])
                 written += len(records)
         return written
 
@@ -186,10 +227,10 @@ class Predictor:
                     pair_column = pair_column or self.column(chunk, "text_pair")
                 ex = self._examples(chunk, text_column, pair_column, label_column)
                 text_column, label_column, pair_column = ex.text_column, ex.label_column, ex.pair_column
-                ids, types = encode(self.tokenizer, ex.texts, self.max_length, ex.pairs)
+                docs = self.documents(ex.texts, ex.pairs)
                 targets = kind.targets(ex, self.labels)
                 pad_id = self.tokenizer.pad_token_id
-                score_forward(score, self.forward, ids, targets, self.batch_size, pad_id, types)
+                score_forward(score, self.forward, docs, targets, self.batch_size, pad_id, self.combine)
         return score.result()
 
     def _examples(

@@ -49,6 +49,8 @@ class Recipe:
     tunesmith.json). Decision thresholds are tuned here, and generation compared with before()."""
     record: dict[str, Any] = field(default_factory=dict)
     """What tunesmith.json records about the task."""
+    long_documents: dict[str, Any] | None = None
+    """How texts longer than the window are read (sequence tasks; tunesmith.json's "long_documents")."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class Task:
     """Refuses the other config fields that do not apply to this task (one ConfigError)."""
     training_config: Mapping[str, Any] = field(default_factory=dict)
     """model.config values while fitting, restored for the saved model (use_cache off for a causal LM)."""
+    chunks: bool = False
+    """Whether texts longer than the window can be chunked (model.long_documents and the fields beside it)."""
 
     def new_model(
         self,
@@ -132,6 +136,13 @@ class Task:
         if cfg.train.loss is not None and cfg.train.loss not in self.losses:
             choices = f"use one of: {', '.join(self.losses)}" if self.losses else "it has one loss"
             raise ConfigError(f"--loss {cfg.train.loss} does not apply to {self.name}; {choices}")
+        m = cfg.model
+        given = [flag for flag, value in (("--long-documents chunk", m.long_documents == "chunk"),
+                 ("--chunk-stride", m.chunk_stride is not None), ("--max-chunks", m.max_chunks is not None),
+                 ("--aggregate", m.aggregate is not None)) if value]  # fmt: skip
+        if given and not self.chunks:
+            raise ConfigError(f"{given[0]} does not apply to {self.name} runs; classification, multilabel and "
+                              "regression chunk long texts")  # fmt: skip
         self.check(cfg)
         return cfg
 

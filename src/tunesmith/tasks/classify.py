@@ -91,7 +91,7 @@ def _recipe(cfg: RunConfig, data: LabeledData, tokenizer: PreTrainedTokenizerBas
         loss = weighted_classification_loss(w) if w is not None else classification_loss
     row_weights = [float(weights[y]) for y in data.train_targets] if weights is not None else None
     what = f"{len(data.labels)} labels"
-    made = sequence.recipe(cfg, data, tokenizer, Classes(data.labels), loss, what, row_weights)
+    made = sequence.recipe(cfg, data, tokenizer, model, Classes(data.labels), loss, what, row_weights)
     made.record = {"labels": data.labels.to_dict()}
     if weights is not None:
         made.record["class_weights"] = dict(zip(data.labels.names, map(float, weights), strict=True))
@@ -147,4 +147,5 @@ TASK = Task(
     headline=("accuracy", "macro_f1"),
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
     losses=("ce", "focal"),
+    chunks=True,
 )

@@ -278,7 +278,7 @@ def _recipe(cfg: RunConfig, data: LabeledData, tokenizer: PreTrainedTokenizerBas
         loss = multilabel_loss
     else:
         loss = multilabel(torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None, focal)
-    made = sequence.recipe(cfg, data, tokenizer, readout, loss, what)
+    made = sequence.recipe(cfg, data, tokenizer, model, readout, loss, what)
 
     def after(model: torch.nn.Module, partial: Path, best: dict[str, Any], before: dict[str, Any]):
         if not best:  # no held-out data: nothing to tune on; 0.5 it is
@@ -370,4 +370,5 @@ TASK = Task(
     headline=("micro_f1", "macro_f1"),
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
     losses=("bce", "focal"),
+    chunks=True,
 )

@@ -23,6 +23,7 @@ from tunesmith.data.readers import LABEL_NAMES, Table, is_missing
 from tunesmith.data.validate import LabeledData, LabelKind, load_labeled
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.losses import LOSSES
+from tunesmith.model.aggregate import fold_input
 from tunesmith.model.heads import head_parameter_names
 from tunesmith.report import console
 from tunesmith.runs import RunInfo
@@ -200,13 +201,14 @@ def _recipe(cfg: RunConfig, data: LabeledData, tokenizer: PreTrainedTokenizerBas
                            data.eval_from, data.test, data.test_targets)  # fmt: skip
     loss = LOSSES[cfg.train.loss or "mse"]
     what = f"numbers (mean {scale.mean:.4g}, sd {scale.std:.4g})"
-    made = sequence.recipe(cfg, standard, tokenizer, readout, loss, what)
-    layer = output_layer(model)
+    layer = output_layer(model)  # before chunk attention (whose last layer is one output too) joins the head
+    made = sequence.recipe(cfg, standard, tokenizer, model, readout, loss, what)
 
     def after(model: torch.nn.Module, partial: Path, best: dict[str, Any], before: dict[str, Any]):
         if best and made.evaluate is not None:  # the saved weights as predict computes them (fp32, no autocast)
             best = {**best, **made.evaluate(model)}
         fold_scale(partial / "model.safetensors", layer, scale)
+        fold_input(partial, scale.std, scale.mean)  # chunk attention then reads the logits in the labels' units
         if not cfg.quiet:
             console.print(f"target scale folded into {layer}: predictions come out in the labels' units")
         return best, {}
@@ -269,4 +271,5 @@ TASK = Task(
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
     losses=("mse", "huber"),
     check=_check,
+    chunks=True,
 )

@@ -137,6 +137,14 @@ class NonFiniteSteps:
         return items
 
 
+def logits_of(data: TrainData, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's logits: the model's, or the set's own forward when it has one (chunked documents: every chunk
+    through the model, then one row per document).
+    """
+    forward = getattr(data, "forward", None)
+    return forward(model, batch) if forward is not None else model(**batch).logits
+
+
 def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
     """Optimiser steps in an epoch; a short last group of micro-batches is still a step."""
     return math.ceil(num_batches / grad_accum)
@@ -183,7 +191,7 @@ def fit(
                 labels = batch.pop("labels")
                 # Skip the DDP all-reduce on all but the last micro-batch: gradients just add up locally.
                 with accelerator.no_sync(model) if i < len(group) - 1 else contextlib.nullcontext():
-                    loss_sum = loss_fn(model(**batch).logits, labels)
+                    loss_sum = loss_fn(logits_of(data, model, batch), labels)
                     loss = loss_sum * step_scale(items, procs)
                     if hooks.regularizer and i == len(group) - 1:
                         loss = loss + hooks.regularizer()  # the same on every process: DDP's mean keeps it

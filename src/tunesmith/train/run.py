@@ -29,6 +29,7 @@ from tunesmith.data.labels import LabelSpace
 from tunesmith.data.validate import sha256_of
 from tunesmith.errors import ConfigError, DiskError, Interrupted, ModelError, TunesmithError
 from tunesmith.losses import l2sp_penalty
+from tunesmith.model.aggregate import split_off
 from tunesmith.model.heads import checkpoint_activations, head_parameter_names
 from tunesmith.model.pretrained import ModelSource, load_tokenizer, quiet_transformers, resolve
 from tunesmith.model.strategies import apply_strategy, check_strategy, gradual_unfreezing, is_adapter
@@ -409,6 +410,7 @@ def _train(
         if state.best.get("step") != state.step:  # the best checkpoint, not the last step (a merged LoRA is it)
             load_weights(final, str(partial / "model.safetensors"))
         best_metrics, more = recipe.after(final, partial, best_metrics, before)
+    split_off(partial)  # chunk attention's weights leave model.safetensors: transformers loads it as it is
     (partial / BEFORE).unlink(missing_ok=True)
     if best_metrics:
         write_json(partial / "eval.json", best_metrics)
@@ -421,6 +423,7 @@ def _train(
         "task": cfg.task.type,
         "task_chosen": why,
         **recipe.record,
+        **({"long_documents": recipe.long_documents} if recipe.long_documents else {}),
         **more,
         "pretrained": {
             "name": source.name,
