@@ -93,7 +93,15 @@ def train(
     batch_size: Annotated[int | None, Opt(help="Samples per micro-batch (default 16).")] = None,
     lr: Annotated[float | None, Opt(help="Peak learning rate (default by model size: 1e-4 for MiniLM).")] = None,
     seed: Annotated[int | None, Opt(help="Random seed (default 42).")] = None,
-    max_length: Annotated[int | None, Opt(help="Truncate texts to this many tokens (default 128).")] = None,
+    max_length: Annotated[int | None, Opt(help="Tokens per text, or per window when chunking (default 128).")] = None,
+    long_documents: Annotated[
+        str | None, Opt(help="truncate, or chunk: read long texts as windows (default: chunk when over 5% are long).")
+    ] = None,
+    chunk_stride: Annotated[int | None, Opt(help="Tokens consecutive windows share (default max-length / 4).")] = None,
+    max_chunks: Annotated[int | None, Opt(help="Most windows per text, spread over it (default 16).")] = None,
+    aggregate: Annotated[
+        str | None, Opt(help="How windows make one prediction: max (default), mean, attention (learned).")
+    ] = None,
     precision: Annotated[str | None, Opt(help="auto (default: bf16 where native, else fp32), fp32 or bf16.")] = None,
     strategy: Annotated[str | None, Opt(help="full (default), head, top-K (e.g. top-2), bitfit, lora.")] = None,
     train_layers: Annotated[int | None, Opt(help="Blocks from the top that train under top-k.")] = None,
@@ -155,6 +163,10 @@ def train(
         "train.lr": body_lr if body_lr is not None else lr,
         "train.seed": seed,
         "model.max_length": max_length,
+        "model.long_documents": long_documents,
+        "model.chunk_stride": chunk_stride,
+        "model.max_chunks": max_chunks,
+        "model.aggregate": aggregate,
         "train.precision": precision,
         "strategy.name": strategy,
         "strategy.train_layers": train_layers,
@@ -211,19 +223,26 @@ def check(
     label_separator: Annotated[str | None, Opt(help="multilabel: separator of label names in a cell.")] = None,
     encoding: Annotated[str, Opt(help="Encoding of text files.")] = "utf-8",
     task_type: Annotated[str | None, Opt("--task", help=TASK_HELP)] = None,
+    model: Annotated[str | None, Opt(help="Model whose tokens the lengths are counted in (default by task).")] = None,
+    max_length: Annotated[int | None, Opt(help="The window the lengths are compared with (default by task).")] = None,
 ) -> None:
-    """Validate a data file exactly as train does, without loading a model: columns, rows, labels (or conversations)."""
+    """Validate a data file exactly as train does: columns, rows, labels (or conversations), and how long the
+    texts are in the model's tokens (only its tokenizer loads).
+    """
     from tunesmith.config import RunConfig
     from tunesmith.tasks import resolve
 
     data_cfg = {"train_data": data, "eval_data": eval_data, "eval_split": 0.0, "text_column": text_column,
                 "text_pair_column": text_pair_column, "label_column": label_column, "labels": labels,
                 "label_separator": label_separator, "encoding": encoding}  # fmt: skip
-    cfg, task, why = resolve(RunConfig().with_values({"task.type": task_type or "auto", "data": data_cfg}), why=True)
+    given = {"task.type": task_type or "auto", "data": data_cfg, "model.name": model, "model.max_length": max_length}
+    cfg, task, why = resolve(RunConfig().with_values({k: v for k, v in given.items() if v is not None}), why=True)
     found = task.load_data(cfg)
     print(f"task: {task.name} ({why})")
     for line in task.describe(found):
         print(line)
+    if task.lengths is not None:
+        print(task.lengths(cfg, found))
 
 
 @app.command()
@@ -281,6 +300,9 @@ def predict(
     top_p: Annotated[float | None, Opt(help="generate: nucleus sampling mass (with --temperature).")] = None,
     seed: Annotated[int | None, Opt(help="generate: seed of sampling (default 0).")] = None,
     backend: Annotated[str, Opt(help="torch, or onnx, onnx-int8, onnx-int8-dynamic after tunesmith export.")] = "torch",
+    explain: Annotated[
+        bool, Opt(help="Add each window read: its character span, its share of the decision, its own label.")
+    ] = False,
 ) -> None:
     """Predict with a run as its task does: labels (with scores) for texts, replies to prompts (input order)."""
     from tunesmith.report import console
@@ -293,6 +315,7 @@ def predict(
     n = call_with(
         predictor.predict_file, task.name, data, output, columns=columns, encoding=encoding, top_k=top_k,
         format=format_, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        explain=explain or None,
     )  # fmt: skip
     if output not in (None, "-"):
         console.print(f"wrote {n} {predictor.noun} to {output}")

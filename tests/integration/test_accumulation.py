@@ -10,6 +10,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from tunesmith.config import EvalConfig, TrainConfig
 from tunesmith.data.batching import EncodedSet, collate
+from tunesmith.data.chunks import Documents, DocumentSet
 from tunesmith.losses import (
     classification_loss,
     focal_loss,
@@ -19,6 +20,7 @@ from tunesmith.losses import (
     step_scale,
     weighted_classification_loss,
 )
+from tunesmith.model.aggregate import AGGREGATIONS, attach
 from tunesmith.train.loop import Hooks, fit
 from tunesmith.train.optim import build_optimizer, build_scheduler
 
@@ -127,3 +129,53 @@ def test_weighted_loss_over_its_normaliser_is_torchs_weighted_mean_and_focal_gam
     assert multilabel_loss(logits, multi).item() == pytest.approx(
         F.binary_cross_entropy_with_logits(logits, multi).item() * 30, rel=1e-6
     ), "summed over labels and rows: a sample's loss is the sum over its labels"
+
+
+class FixedDocuments(DocumentSet):
+    """Chunked documents in fixed micro-batches of whole documents."""
+
+    def __init__(self, docs, labels, batches, combine):
+        super().__init__(docs, labels, 4, 1, 0, 0, combine)
+        self._batches = batches
+
+    def batches(self, epoch):
+        return self._batches
+
+
+@pytest.mark.parametrize("how", AGGREGATIONS)
+def test_accumulated_documents_equal_one_big_batch(how):
+    """Documents of 1-3 chunks: the loss is per document and normalised by documents, however they are split."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)  # fmt: skip
+
+    def train(batches, grad_accum):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config)
+        combine = attach(model, how, 3)
+        if combine.attention is not None:
+            torch.nn.init.normal_(combine.attention.score[2].weight)  # not the mean it starts as
+        gen = torch.Generator().manual_seed(1)
+        counts = [1, 3, 2, 1, 2, 3]
+        owner = [d for d, n in enumerate(counts) for _ in range(n)]
+        ids = [torch.randint(1, 60, (int(n),), generator=gen).tolist() for n in torch.randint(3, 12, (len(owner),))]
+        docs = Documents(ids, None, owner, len(counts))
+        labels = torch.randint(0, 3, (len(counts),), generator=gen).tolist()
+        cfg = TrainConfig(epochs=1, grad_accum=grad_accum, lr=1e-2, warmup_ratio=0.0, schedule="constant",
+                          max_grad_norm=0.5, log_every=1)  # fmt: skip
+        opt = build_optimizer(model, cfg)
+        data = FixedDocuments(docs, labels, batches, combine)
+        fit(model, classification_loss, data, opt, build_scheduler(opt, cfg, 1), Accelerator(), cfg, EvalConfig(),
+            Hooks(NoReport()))  # fmt: skip
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    whole = train([list(range(6))], 1)
+    split = train([[0, 1], [2, 3, 4], [5]], 3)
+    before = train([], 1)
+    for key in whole:
+        assert torch.allclose(whole[key], split[key], atol=1e-6, rtol=1e-5), key
+    assert not torch.equal(whole["classifier.weight"], before["classifier.weight"]), "a step was taken"
+    if how == "attention":
+        key = "chunk_attention.score.2.weight"
+        assert not torch.equal(whole[key], before[key]), "the attention trains with the head"

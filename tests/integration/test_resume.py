@@ -19,6 +19,7 @@ import pytest
 from safetensors.torch import load_file
 
 import tunesmith
+from conftest import make_rows
 from tunesmith.errors import ConfigError, DiskError, NonFiniteError
 
 # 96 rows, batch 8, grad_accum 2 -> 12 micro-batches = 6 steps per epoch, 3 epochs = 18 steps.
@@ -331,19 +332,25 @@ def test_other_strategies_resume_to_identical_bytes(small, tmp_path, extra):
     assert (out / "model.safetensors").read_bytes() == (reference.path / "model.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("task", ["multilabel", "regression", "tagging"])
+CHUNKED = {"max_length": 16, "long_documents": "chunk", "aggregate": "attention"}
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression", "tagging", "chunked"])
 def test_every_task_killed_mid_run_resumes_to_identical_bytes(task, tiny_model, tmp_path):
-    """The other tasks' runs (thresholds tuned, the scale folded in at the end) resume exactly too."""
+    """The other tasks' runs (thresholds tuned, the scale folded in at the end) resume exactly too; so does a
+    classifier reading its texts as chunks of 16 tokens, with the attention that aggregates them."""
     from conftest import make_multilabel_rows, make_regression_rows, make_tagged_rows, write_rows
 
     make, ext = {"multilabel": (make_multilabel_rows, ".jsonl"), "regression": (make_regression_rows, ".csv"),
-                 "tagging": (make_tagged_rows, ".jsonl")}[task]  # fmt: skip
+                 "tagging": (make_tagged_rows, ".jsonl"), "chunked": (make_rows, ".csv")}[task]  # fmt: skip
     data, held = write_rows(tmp_path / f"train{ext}", make(96, 5)), write_rows(tmp_path / f"eval{ext}", make(24, 6))
-    args = dict(train_data=str(data), model=tiny_model, eval_data=str(held), **OPTIONS)
+    extra = CHUNKED if task == "chunked" else {}
+    args = dict(train_data=str(data), model=tiny_model, eval_data=str(held), **OPTIONS, **extra)
     reference = tunesmith.finetune(**args, output=str(tmp_path / "ref"))
     out = tmp_path / "killed"
     assert launch(("step", 21, "SIGKILL"), **args, output=str(out)).returncode == -signal.SIGKILL
     done = launch(None, resume=True, **args, output=str(out))
     assert done.returncode == 0, done.stderr
-    for name in ("model.safetensors", "config.json", "eval.json"):
+    files = ("model.safetensors", "config.json", "eval.json", *(("aggregate.safetensors",) if extra else ()))
+    for name in files:
         assert (out / name).read_bytes() == (reference.path / name).read_bytes(), name

@@ -104,6 +104,8 @@ class Task:
     """model.config values while fitting, restored for the saved model (use_cache off for a causal LM)."""
     chunks: bool = False
     """Whether texts longer than the window can be chunked (model.long_documents and the fields beside it)."""
+    lengths: Callable[[RunConfig, Any], str] | None = None
+    """`check`'s line about the texts' lengths in the model's tokens, against max_length."""
 
     def new_model(
         self,

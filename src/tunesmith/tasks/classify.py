@@ -148,4 +148,5 @@ TASK = Task(
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
     losses=("ce", "focal"),
     chunks=True,
+    lengths=sequence.lengths,
 )

@@ -371,4 +371,5 @@ TASK = Task(
     backends=("torch", "onnx", "onnx-int8", "onnx-int8-dynamic"),
     losses=("bce", "focal"),
     chunks=True,
+    lengths=sequence.lengths,
 )

@@ -272,4 +272,5 @@ TASK = Task(
     losses=("mse", "huber"),
     check=_check,
     chunks=True,
+    lengths=sequence.lengths,
 )

@@ -17,7 +17,15 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.backends import eval_mode, torch_forward
 from tunesmith.config import RunConfig
 from tunesmith.data.batching import EncodedSet
-from tunesmith.data.chunks import Chunking, DocumentSet, choose_mode, encode_documents, need_offsets, token_lengths
+from tunesmith.data.chunks import (
+    Chunking,
+    DocumentSet,
+    choose_mode,
+    encode_documents,
+    length_summary,
+    need_offsets,
+    token_lengths,
+)
 from tunesmith.data.encode import encode
 from tunesmith.data.labels import LabelSpace
 from tunesmith.data.validate import Examples, LabeledData
@@ -203,6 +211,17 @@ def opener(model_class: str, readout: Callable[[RunInfo], Readout]) -> Callable[
         return Predictor.of_run(run, readout(run), model_class, batch_size or 64, backend, long.chunking, combine)
 
     return open_run
+
+
+def lengths(cfg: RunConfig, data: LabeledData) -> str:
+    """`check`'s line on the training texts' lengths in the chosen model's tokens (its tokenizer alone loads)."""
+    from tunesmith.model.pretrained import load_tokenizer, resolve
+
+    assert cfg.model.max_length is not None
+    tokenizer = load_tokenizer(resolve(str(cfg.model.name)), cfg.model.trust_remote_code)
+    found = token_lengths(tokenizer, data.train.texts, data.train.pairs)
+    mode, _ = choose_mode(cfg.model.long_documents, found, cfg.model.max_length, tokenizer.is_fast)
+    return f"{cfg.model.name}: {length_summary(found, cfg.model.max_length)}; train would {mode} them"
 
 
 def describe_columns(data: LabeledData) -> str:
