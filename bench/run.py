@@ -303,14 +303,37 @@ def sft_section(tmp: Path, reps: int, examples: int, max_length: int = 384) -> d
     }
 
 
+def long_run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    """The long section, merged into an earlier long.json's contenders and saved after each one."""
+    import long
+
+    earlier = OUT / "long.json"
+    kept = json.loads(earlier.read_text())["sets"] if earlier.exists() else {}
+
+    def save(result: dict[str, Any]) -> None:
+        merged = {name: {**kept.get(name, {}), **data, "runs": {**kept.get(name, {}).get("runs", {}), **data["runs"]},
+                         "commit": info["tunesmith commit"]} for name, data in result["sets"].items()}  # fmt: skip
+        result["sets"] = {**kept, **merged}
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        earlier.write_text(json.dumps({**result, "machine": info, "reps": 1, "date": stamp, "minutes": 0}, indent=1))
+
+    return long.long_section(args.work, args.long_sets, args.long_configs, save, args.long_train_rows,
+                             args.long_epochs)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sft-examples", type=int, default=500)
     parser.add_argument(
-        "--sections", nargs="+", default=["train", "infer", "sft", "tasks"], choices=["train", "infer", "sft", "tasks"]
+        "--sections", nargs="+", default=["train", "infer", "sft", "tasks", "long"],
+        choices=["train", "infer", "sft", "tasks", "long"],
     )
+    parser.add_argument("--long-sets", nargs="+", default=["bbc", "buried"], choices=["bbc", "buried"])
+    parser.add_argument("--long-configs", nargs="+", default=None, help="Contenders of the long section (default all).")
+    parser.add_argument("--long-train-rows", type=int, default=None, help="Training articles (default: all 1,701).")
+    parser.add_argument("--long-epochs", type=int, default=None, help="Epochs of every long contender (default: ours).")
     parser.add_argument("--task-rows", type=int, default=2000, help="Training rows per set of the tasks section.")
     parser.add_argument("--task-sets", nargs="+", default=None, help="Sets of the tasks section (default: all).")
     parser.add_argument("--sets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
@@ -339,10 +362,12 @@ def main() -> None:
             earlier = OUT / "tasks.json"  # a run of some sets keeps the others' results
             if earlier.exists() and args.task_sets:
                 result["sets"] = {**json.loads(earlier.read_text())["sets"], **result["sets"]}
+        elif section == "long":
+            result = long_run(args, info)
         else:
             result = sft_section(args.work, args.reps, args.sft_examples)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        reps = 1 if section == "tasks" else args.reps  # one run per contender and set
+        reps = 1 if section in ("tasks", "long") else args.reps  # one run per contender and set
         result.update(machine=info, reps=reps, date=stamp, minutes=(time.perf_counter() - started) / 60)
         (OUT / f"{section}.json").write_text(json.dumps(result, indent=1))
     results.render(OUT, BENCH / "RESULTS.md")

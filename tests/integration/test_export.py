@@ -17,9 +17,10 @@ pytest.importorskip("onnx")
 
 import tunesmith  # noqa: E402
 from conftest import make_rows, write_rows  # noqa: E402
+from tunesmith.backends import iter_logits  # noqa: E402
 from tunesmith.data.encode import encode_texts  # noqa: E402
 from tunesmith.export import FILES, ONNX_DIR, RECORD, export_onnx  # noqa: E402
-from tunesmith.predict import Predictor, iter_logits  # noqa: E402
+from tunesmith.predict import Predictor  # noqa: E402
 
 TEXTS = [r["text"] for r in make_rows(300, seed=7)]
 
