@@ -193,7 +193,7 @@ def long_lines(result: dict[str, Any]) -> list[str]:
     for name, data in result["sets"].items():
         text += ["", f"**{name}**: {data['train_rows']:,} training articles (10% of them held out for evaluation), "
                  f"{data['test_rows']:,} test articles, epochs: {data.get('epochs', '?')}; at commit "
-                 f"{data.get('commit', '?')}.", "",
+                 f"{', '.join(sorted({r.get('commit', '?') for r in data['runs'].values()}))}.", "",
                  "| | " + " | ".join(keys) + " | lr, epochs |", "|---|" + "---:|" * len(keys) + "---|"]  # fmt: skip
         for config, r in data["runs"].items():
             cells = [f"{r[k]:.4f}" if k in ("accuracy", "macro_f1") else f"{r[k]:,.0f}" for k in keys]

@@ -307,21 +307,28 @@ def sft_section(tmp: Path, reps: int, examples: int, max_length: int = 384) -> d
 
 
 def long_run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
-    """The long section, merged into an earlier long.json's contenders and saved after each one."""
+    """The long section, merged into an earlier long.json's contenders (each run keeps its own commit) and
+    saved after each one, so an interrupted or partial run keeps what it measured."""
     import long
 
     earlier = OUT / "long.json"
     kept = json.loads(earlier.read_text())["sets"] if earlier.exists() else {}
 
-    def save(result: dict[str, Any]) -> None:
-        merged = {name: {**kept.get(name, {}), **data, "runs": {**kept.get(name, {}).get("runs", {}), **data["runs"]},
-                         "commit": info["tunesmith commit"]} for name, data in result["sets"].items()}  # fmt: skip
-        result["sets"] = {**kept, **merged}
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        earlier.write_text(json.dumps({**result, "machine": info, "reps": 1, "date": stamp, "minutes": 0}, indent=1))
+    def merged(result: dict[str, Any]) -> dict[str, Any]:
+        sets = dict(kept)
+        for name, data in result["sets"].items():
+            runs = {c: {"commit": info["tunesmith commit"], **r} for c, r in data["runs"].items()}
+            sets[name] = {**kept.get(name, {}), **data, "runs": {**kept.get(name, {}).get("runs", {}), **runs}}
+        return sets
 
-    return long.long_section(args.work, args.long_sets, args.long_configs, save, args.long_train_rows,
-                             args.long_epochs)  # fmt: skip
+    def save(result: dict[str, Any]) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        partial = {**result, "sets": merged(result), "machine": info, "reps": 1, "date": stamp, "minutes": 0}
+        earlier.write_text(json.dumps(partial, indent=1))
+
+    result = long.long_section(args.work, args.long_sets, args.long_configs, save, args.long_train_rows,
+                               args.long_epochs)  # fmt: skip
+    return {**result, "sets": merged(result)}
 
 
 def main() -> None:

@@ -29,14 +29,16 @@ class ChunkAttention(torch.nn.Module):
     """A score per chunk from its logits (a two-layer MLP), softmax-normalised over its document's chunks.
 
     The output layer starts at zero: every chunk scores alike, so training starts from the mean and learns
-    which chunks to trust (a confident chunk, or one that speaks for a particular label).
+    which chunks to trust (a confident chunk, or one that speaks for a particular label). It has no bias: the
+    softmax ignores a shift shared by all chunks, so a bias would get no gradient but float noise, which Adam
+    scales up to full-size steps.
     """
 
     def __init__(self, outputs: int, hidden: int = 16) -> None:
         super().__init__()
-        self.score = torch.nn.Sequential(torch.nn.Linear(outputs, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
-        torch.nn.init.zeros_(self.score[2].weight)
-        torch.nn.init.zeros_(self.score[2].bias)
+        last = torch.nn.Linear(hidden, 1, bias=False)
+        self.score = torch.nn.Sequential(torch.nn.Linear(outputs, hidden), torch.nn.Tanh(), last)
+        torch.nn.init.zeros_(last.weight)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         """One score per chunk (row of logits)."""
