@@ -268,4 +268,3 @@ def split_pairs(inputs: Sequence[str | tuple[str, str]]) -> tuple[list[str], lis
     if not all(tuples) or any(len(x) != 2 for x in inputs):
         raise ConfigError("predict: give texts, or (text, text pair) tuples of two texts, not a mix")
     return [x[0] for x in inputs], [x[1] for x in inputs]
-

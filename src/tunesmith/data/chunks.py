@@ -126,7 +126,9 @@ def encode_documents(
 ) -> Documents:
     """Documents as chunks (with chunking) or as one truncated window each; with offsets, what each chunk reads.
 
-    Without chunking a pair is truncated longest_first (the longer text loses tokens first), as encode() does.
+    Without chunking a pair is the tokenizer's own pair encoding truncated longest_first: the longer text loses
+    tokens first, so a short question keeps all of its own beside a long passage. Slices of `chunk` texts keep
+    the fast tokenizer's batch path (parallel in Rust) without one huge intermediate for a million-row file.
     """
     segments = pairs is not None and "token_type_ids" in tokenizer.model_input_names
     docs = Documents([], [] if segments else None, [], len(texts), [] if offsets or chunking else None,

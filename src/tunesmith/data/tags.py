@@ -89,8 +89,13 @@ class Sentences:
             ids = [space.index(t) for t in tags]
             if None in ids:
                 bad = tags[ids.index(None)]
-                raise DataError(self.file, f"tag '{bad}' was never seen in training (known: {', '.join(space.names)})",
-                                row=self.rows[i], line=self.lines[i] if self.lines else None, column=self.tag_column)
+                raise DataError(
+                    self.file,
+                    f"tag '{bad}' was never seen in training (known: {', '.join(space.names)})",
+                    row=self.rows[i],
+                    line=self.lines[i] if self.lines else None,
+                    column=self.tag_column,
+                )
             out.append(ids)  # type: ignore[arg-type]
         return out
 
@@ -281,5 +286,3 @@ class TagSet:
         ids, mask = pad([self.windows[i].ids for i in rows], self.pad_id)
         labels, _ = pad([self.windows[i].labels for i in rows], IGNORE)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-

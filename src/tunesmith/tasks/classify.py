@@ -121,7 +121,6 @@ def _show(metrics: dict[str, Any], title: str) -> None:
     print(f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
 
 
-
 def _readout(run: RunInfo) -> Classes:
     assert run.labels is not None
     return Classes(run.labels)

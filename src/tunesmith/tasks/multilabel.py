@@ -88,8 +88,13 @@ def _targets(ex: Examples, space: LabelSpace | None) -> list[list[float]]:
         for name in names:
             idx = space.index(name)
             if idx is None:
-                raise DataError(ex.file, f"label '{name}' was never seen in training (known: {', '.join(space.names)})",
-                                row=ex.rows[i], line=ex.lines[i] if ex.lines else None, column=ex.label_column)
+                raise DataError(
+                    ex.file,
+                    f"label '{name}' was never seen in training (known: {', '.join(space.names)})",
+                    row=ex.rows[i],
+                    line=ex.lines[i] if ex.lines else None,
+                    column=ex.label_column,
+                )
             row[idx] = 1.0
         out.append(row)
     return out
@@ -308,8 +313,10 @@ def _describe(data: LabeledData) -> list[str]:
     assert data.labels is not None and data.train.labels is not None
     counts = Counter(name for row in data.train.labels for name in row)
     empty = sum(not row for row in data.train.labels)
-    lines = [sequence.describe_columns(data),
-             "labels: " + ", ".join(f"{n} ({counts[n]})" for n in data.labels.names) + f"; {empty} texts with none"]
+    lines = [
+        sequence.describe_columns(data),
+        "labels: " + ", ".join(f"{n} ({counts[n]})" for n in data.labels.names) + f"; {empty} texts with none",
+    ]
     if data.eval is not None:
         lines.append(f"{data.eval.file}: {len(data.eval)} rows, every label known")
     return lines
@@ -339,7 +346,6 @@ def _show(metrics: dict[str, Any], title: str) -> None:
     _print(metrics, f"{title} ({metrics['n']} rows)", Console())
     print(f"micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
           f"subset accuracy {metrics['subset_accuracy']:.4f}  loss {metrics['loss']:.4f}")  # fmt: skip
-
 
 
 def _readout(run: RunInfo) -> LabelSets:

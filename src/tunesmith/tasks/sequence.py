@@ -26,7 +26,6 @@ from tunesmith.data.chunks import (
     need_offsets,
     token_lengths,
 )
-from tunesmith.data.encode import encode
 from tunesmith.data.labels import LabelSpace
 from tunesmith.data.validate import Examples, LabeledData
 from tunesmith.errors import ConfigError, DataError
@@ -113,13 +112,13 @@ def encoded_set(
     """
     t = cfg.train
     assert cfg.model.max_length is not None
-    if long.chunking is not None and combine is not None:
-        docs = encode_documents(tokenizer, data.train.texts, cfg.model.max_length, data.train.pairs, long.chunking)
+    chunking = long.chunking if combine is not None else None
+    docs = encode_documents(tokenizer, data.train.texts, cfg.model.max_length, data.train.pairs, chunking)
+    if chunking is not None:
         return DocumentSet(docs, data.train_targets, t.batch_size, t.group_window, t.seed, tokenizer.pad_token_id,
                            combine, weights)  # fmt: skip
-    ids, types = encode(tokenizer, data.train.texts, cfg.model.max_length, data.train.pairs)
-    return EncodedSet(ids, data.train_targets, t.batch_size, t.group_window, t.seed, tokenizer.pad_token_id, types,
-                      weights)  # fmt: skip
+    return EncodedSet(docs.ids, data.train_targets, t.batch_size, t.group_window, t.seed, tokenizer.pad_token_id,
+                      docs.types, weights)  # fmt: skip
 
 
 def scorer(
