@@ -74,7 +74,8 @@ class LongDocuments:
         if self.chunking is None:
             return self.why
         c = self.chunking
-        return f"{self.why}: windows of {c.window} sharing {c.stride}, at most {c.max_chunks}, {self.aggregate}"
+        return (f"{self.why}: windows of {c.window} tokens overlapping by {c.stride}, at most {c.max_chunks} per "
+                f"text, combined by {self.aggregate}")  # fmt: skip
 
 
 def long_documents(cfg: RunConfig, data: LabeledData, tokenizer: PreTrainedTokenizerBase) -> LongDocuments:
