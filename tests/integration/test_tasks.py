@@ -205,7 +205,6 @@ def test_tagging_spans_match_the_token_classification_pipeline(runs):
     assert [(e["type"], e["text"]) for e in words["entities"]] == [(e["type"], e["text"]) for e in raw["entities"]]
 
 
-
 # task x strategy: which parameters get gradients (head: the task's new head; lora: adapters, plus a new head)
 STRATEGY_ROWS = [(name, s) for name in CASES for s in ("full", "head", "lora")]
 

@@ -1,0 +1,230 @@
+"""`tunesmith serve`: an HTTP service for any run folder (FastAPI + uvicorn; the `serve` extra).
+
+A thin layer over the run's own predictor (predict.Predictor, tasks/tag.Tagger, generation.Generator): no model
+logic here. This module reads requests in text-embeddings-inference's shape ({"inputs": ...}), bounds what one
+caller may ask (body, items, concurrency, time), batches callers together (batcher.py) and reports what it did
+(/info, /metrics, JSON access lines). The answers are `tunesmith predict`'s records, in input order.
+"""
+
+import asyncio
+import hmac
+import json
+import sys
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import ConfigError
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+except ImportError as missing:  # the extra is not installed: one line from the CLI, not a traceback
+    raise ConfigError(f"tunesmith serve needs the serve extra ({missing.name} is missing): "
+                      "pip install 'tunesmith[serve]'") from None  # fmt: skip
+
+from tunesmith.batcher import Batcher
+from tunesmith.serve_inputs import BadInput, Service
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one caller may ask, and how callers are batched (TEI's names where TEI has the setting)."""
+
+    max_batch_tokens: int = 16_384
+    """Tokens per batch across callers (a request over it runs alone)."""
+    max_client_batch_size: int = 64
+    """Items per request; more is 413."""
+    max_concurrent_requests: int = 256
+    """Requests in flight (queued or running); more is 429 with Retry-After."""
+    max_wait_ms: float = 5.0
+    """How long the first request of a batch waits for others."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    timeout_s: float = 60.0
+    """A request not answered by then is 504 (its batch, if it started, still finishes)."""
+    strict: bool = False
+    """413 for a text longer than the run reads in one window (instead of the run's truncation or chunks)."""
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+
+def create_app(run: str | Path, backend: str = "torch", limits: Limits | None = None) -> FastAPI:
+    """The service of one run folder; the model loads (and is warmed up) when the app starts."""
+    limits = limits or Limits()
+    service = Service(run, backend)  # reads tunesmith.json only: a bad folder is one line before any serving
+    registry = CollectorRegistry()
+    requests = Counter("tunesmith_requests", "Requests answered, by path and status.", ["path", "status"],
+                       registry=registry)  # fmt: skip
+    latency = Histogram("tunesmith_request_seconds", "Time to answer /predict.", registry=registry,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))  # fmt: skip
+    batch_items = Histogram("tunesmith_batch_items", "Items per model call.", registry=registry,
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))  # fmt: skip
+    items_done = Counter("tunesmith_items", "Items answered (rate() of it is items/s).", registry=registry)
+    queue_depth = Gauge("tunesmith_queue_depth", "Requests waiting for a batch.", registry=registry)
+    in_flight = Gauge("tunesmith_requests_in_flight", "Requests being answered.", registry=registry)
+
+    def on_batch(items: int, tokens: int, seconds: float) -> None:
+        batch_items.observe(items)
+        items_done.inc(items)
+
+    state: dict[str, Any] = {"ready": False, "in_flight": 0}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202 (an async generator)
+        await asyncio.to_thread(service.load)
+        batcher = Batcher(service.run_batch, limits.max_batch_tokens, limits.max_client_batch_size * 8,
+                          limits.max_wait_ms / 1000, on_batch)  # fmt: skip
+        batcher.start()
+        await batcher.submit(*service.warmup())  # the first call's one-off costs are paid before /ready
+        queue_depth.set_function(lambda: batcher.depth)
+        state.update(batcher=batcher, ready=True)
+        yield
+        state["ready"] = False
+        await batcher.stop()
+
+    app = FastAPI(title=f"tunesmith: {service.title}", version=service.info()["tunesmith"], lifespan=lifespan,
+                  description=service.description())  # fmt: skip
+    if limits.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])  # fmt: skip
+
+    def error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": message, "error_type": kind}, status_code=status, headers=headers)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        """Authorisation, the body limit and the concurrency limit, before any parsing; one access line after."""
+        started = time.perf_counter()
+        path = request.url.path
+        response: Response
+        if limits.api_key and path != "/health" and not _authorised(request, limits.api_key):
+            response = error(401, "missing or wrong 'Authorization: Bearer <key>'", "unauthorized",
+                             {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        elif request.method == "POST" and "content-length" not in request.headers:
+            response = error(411, "a request body needs a Content-Length (bodies are limited in size)", "length")
+        elif int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
+            response = error(413, f"body over {limits.max_body_bytes} bytes", "payload_too_large")
+        elif path == "/predict" and state["in_flight"] >= limits.max_concurrent_requests:
+            response = error(429, f"over {limits.max_concurrent_requests} requests in flight; retry shortly",
+                             "overloaded", {"Retry-After": "1"})  # fmt: skip
+        else:
+            state["in_flight"] += path == "/predict"
+            in_flight.set(state["in_flight"])
+            try:
+                response = await call_next(request)
+            finally:
+                state["in_flight"] -= path == "/predict"
+                in_flight.set(state["in_flight"])
+        seconds = time.perf_counter() - started
+        if path == "/predict":
+            latency.observe(seconds)
+        requests.labels(path, str(response.status_code)).inc()
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": request.method, "path": path,
+                "status": response.status_code, "ms": round(seconds * 1000, 2),
+                "client": request.client.host if request.client else None}  # fmt: skip
+        print(json.dumps(line), file=sys.stderr, flush=True)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Pydantic's first error as one line naming the field (inputs[2], top_k), not its nested list."""
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error(422, f"body: not valid JSON ({first.get('msg', '')})", "validation")
+        loc = [p for p in first.get("loc", ()) if p != "body"]
+        where = "".join(f"[{p}]" if isinstance(p, int) else "" for p in loc[1:])
+        field = f"{loc[0]}{where}" if loc else "body"
+        if first.get("type") == "missing" or not loc:
+            return error(422, f"{field}: {first.get('msg', 'invalid')}", "validation")
+        said = service.expects if loc[0] == "inputs" else first.get("msg", "invalid")
+        return error(422, f"{field}: {said}", "validation")
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        return error(exc.status, str(exc), "validation" if exc.status == 422 else "payload_too_large")
+
+    request_model, response_model = service.schemas()
+
+    # No `from __future__ import annotations` in this module: FastAPI must see the run's own request model here,
+    # a local, not the string "request_model".
+    records = list[response_model]  # type: ignore[valid-type]
+
+    @app.post("/predict", response_model=records, response_model_exclude_unset=True)
+    async def predict(body: request_model) -> Any:  # type: ignore[valid-type]
+        """One record per input, in input order, as `tunesmith predict` writes them."""
+        if not state["ready"]:
+            return error(503, "the model is still loading", "unavailable", {"Retry-After": "1"})
+        items, options = service.parse(body)
+        if len(items) > limits.max_client_batch_size:
+            raise BadInput(f"inputs: {len(items)} items, over --max-client-batch-size {limits.max_client_batch_size}",
+                           413)  # fmt: skip
+        cost = await asyncio.to_thread(service.cost, items, limits.strict)
+        try:
+            records = await asyncio.wait_for(state["batcher"].submit(items, cost, options), limits.timeout_s)
+        except asyncio.TimeoutError:
+            return error(504, f"not answered within {limits.timeout_s:g} s", "timeout")
+        return records
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """Readiness: the model is loaded and has answered a warm-up request."""
+        if not state["ready"]:
+            return error(503, "the model is still loading", "unavailable")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        """The run (task, labels, base model, lengths, thresholds, data fingerprints), backend and limits."""
+        return {**service.info(), "backend": backend, "limits": {**asdict(limits), "api_key": bool(limits.api_key)}}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _authorised(request: Request, key: str) -> bool:
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+def app_from_env() -> FastAPI:
+    """The app of TUNESMITH_SERVE (JSON: run, backend, limits): what each of uvicorn's --workers processes builds."""
+    import os
+
+    given = json.loads(os.environ["TUNESMITH_SERVE"])
+    limits = given["limits"]
+    limits["cors_origins"] = tuple(limits.get("cors_origins", ()))
+    return create_app(given["run"], given["backend"], Limits(**limits))
+
+
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch", workers: int = 1,
+          limits: Limits | None = None, graceful_s: float = 30.0) -> None:  # fmt: skip
+    """Serve until SIGTERM or SIGINT: then stop accepting, finish requests in flight (graceful_s at most), exit 0."""
+    import os
+
+    import uvicorn
+
+    limits = limits or Limits()
+    Service(run, backend)  # a bad run folder or backend is one line here, not one per worker
+    options = {"host": host, "port": port, "access_log": False, "timeout_graceful_shutdown": graceful_s,
+               "log_level": "warning"}  # fmt: skip
+    if workers > 1:  # each worker process builds its own app (and model) from the environment
+        os.environ["TUNESMITH_SERVE"] = json.dumps({"run": str(run), "backend": backend, "limits": asdict(limits)})
+        uvicorn.run("tunesmith.serve:app_from_env", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(run, backend, limits), **options)

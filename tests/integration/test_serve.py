@@ -1,0 +1,280 @@
+"""`tunesmith serve` as a user runs it: a real uvicorn process on 127.0.0.1, real HTTP, bounded waits.
+
+Contract: for each task the server's records equal the Python API's on the same inputs (labels exactly, numbers
+to 1e-5), for torch and ONNX. Limits: each bad request gets its status and one line; the server lives on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_tasks import CASES
+
+import tunesmith
+from conftest import write_rows
+
+START_S = 90
+"""Bound on a server's start (imports, model load, warm-up) on a slow 2-core machine."""
+
+
+class Server:
+    """`tunesmith serve RUN --port P [options]` in its own process, ready when /ready says so."""
+
+    def __init__(self, run: Path, *options: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = run.parent / f"serve-{self.port}.log"
+        command = [sys.executable, "-m", "tunesmith", "serve", str(run), "--port", str(self.port), *options]
+        self.proc = subprocess.Popen(command, stderr=self.log.open("w"), stdout=subprocess.DEVNULL,
+                                     env={**os.environ, "TUNESMITH_API_KEY": ""})  # fmt: skip
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+            try:
+                if httpx.get(self.url + "/ready", timeout=2, headers=self.auth()).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.proc.kill()
+        raise AssertionError(f"server not ready in {START_S} s: {self.log.read_text()[-2000:]}")
+
+    def auth(self) -> dict[str, str]:
+        return {}
+
+    def post(self, body: Any, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + "/predict", json=body, timeout=30, **kw)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (the server must exit by itself within 20 s)."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+
+class KeyedServer(Server):
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": "Bearer s3cret"}
+
+
+def close(a: Any, b: Any, path: str = "") -> None:
+    """Equal records: strings, labels and integers exactly, floats to 1e-5."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert math.isclose(a, b, abs_tol=1e-5), f"{path}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{path}: {sorted(a)} != {sorted(b)}"
+        for k in a:
+            close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{path}: {len(a)} != {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory) -> dict[str, Path]:
+    """One small trained run per task case (learning is not the point here: equal answers are)."""
+    made = {}
+    for name, case in CASES.items():
+        folder = tmp_path_factory.mktemp(f"serve-{name}")
+        train = write_rows(folder / f"train{case.ext}", case.make(60, 1))
+        options = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "quiet": True, **case.options}
+        tunesmith.finetune(str(train), request.getfixturevalue(case.model), str(folder / "run"), **options)
+        made[name] = folder / "run"
+    return made
+
+
+def api_records(run: Path, name: str, inputs: list[Any], backend: str = "torch") -> list[Any]:
+    predictor = tunesmith.load(run, backend=backend)
+    if CASES[name].task == "generate":
+        return [{"response": r} for r in predictor.generate(inputs, max_new_tokens=8)]
+    return predictor.predict(inputs)
+
+
+def wire(inputs: list[Any]) -> list[Any]:
+    return [list(x) if isinstance(x, tuple) else x for x in inputs]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_task_answers_as_the_python_api(runs, name):
+    run, case = runs[name], CASES[name]
+    server = Server(run)
+    try:
+        extra = {"max_new_tokens": 8} if case.task == "generate" else {}
+        got = server.post({"inputs": wire(case.sample), **extra})
+        assert got.status_code == 200, got.text
+        close(got.json(), api_records(run, name, case.sample))
+        one = server.post({"inputs": wire(case.sample)[0], **extra})
+        assert one.status_code == 200, one.text
+        close(one.json(), api_records(run, name, case.sample[:1]))
+        info = httpx.get(server.url + "/info").json()
+        assert info["task"] == case.task and info["backend"] == "torch"
+        labels = tunesmith.load(run).labels if case.task != "generate" else None
+        assert info["labels"] == (labels.names if labels is not None else None)
+        schema = httpx.get(server.url + "/openapi.json").json()
+        if case.task == "classification":  # /docs shows the run's own label names
+            assert schema["components"]["schemas"]["Prediction"]["properties"]["label"]["enum"] == labels.names
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("name", ["classification", "multilabel", "regression"])
+def test_answers_equal_tunesmith_predicts_file_output(runs, name, cli, tmp_path):
+    import json
+
+    run, texts = runs[name], ["my invoice was wrong", "the app crashes at login", "thanks, all good"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    code, _, err = cli("predict", str(run), str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.jsonl"))
+    assert code == 0, err
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r.pop("text") for r in written] == texts
+    server = Server(run)
+    try:
+        got = server.post({"inputs": texts})
+        assert got.status_code == 200, got.text
+        close(got.json(), written)
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("name", ["classification", "tagging"])
+def test_onnx_backend_answers_as_the_python_api(runs, name):
+    from tunesmith.export import export_run
+
+    run, case = runs[name], CASES[name]
+    export_run(run, "onnx", None)
+    server = Server(run, "--backend", "onnx")
+    try:
+        got = server.post({"inputs": wire(case.sample)})
+        assert got.status_code == 200, got.text
+        close(got.json(), api_records(run, name, case.sample, "onnx"))
+        assert httpx.get(server.url + "/info").json()["backend"] == "onnx"
+    finally:
+        assert server.stop() == 0
+
+
+def test_bad_requests_get_their_status_and_one_line(runs, tmp_path):
+    run = runs["classification"]
+    server = KeyedServer(run, "--api-key", "s3cret", "--max-client-batch-size", "4", "--max-body-mb", "0.01")
+    key = server.auth()
+    try:
+        assert httpx.get(server.url + "/health").status_code == 200  # liveness needs no key
+        denied = server.post({"inputs": "my invoice"})
+        assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+        assert server.post({"inputs": "x"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        cases = {
+            "not json": (422, "body: not valid JSON"),
+            '{"inputs": 3}': (422, "inputs"),
+            '{"inputs": []}': (422, "inputs: an empty list"),
+            '{"texts": ["a"]}': (422, "inputs"),
+            '{"inputs": [["a", "b"], ["c", "d"]]}': (422, "single texts"),
+            '{"inputs": "a", "top_k": 99}': (422, "top_k"),
+            '{"inputs": ["a", "b", "c", "d", "e"]}': (413, "5 items"),
+            '{"inputs": "' + "word " * 4000 + '"}': (413, "body over"),
+        }
+        for body, (status, says) in cases.items():
+            got = httpx.post(server.url + "/predict", content=body, timeout=30,
+                             headers={**key, "Content-Type": "application/json"})  # fmt: skip
+            assert got.status_code == status, (body[:40], got.text)
+            line = got.json()["error"]
+            assert says in line and "\n" not in line, (body[:40], line)
+        good = server.post({"inputs": ["my invoice", "login error"]}, headers=key)
+        assert good.status_code == 200 and len(good.json()) == 2  # the server lived through all of it
+        metrics = httpx.get(server.url + "/metrics", headers=key).text
+        assert 'tunesmith_requests_total{path="/predict",status="422"} 6.0' in metrics
+        assert 'tunesmith_requests_total{path="/predict",status="413"} 2.0' in metrics
+    finally:
+        assert server.stop() == 0
+    lines = [ln for ln in server.log.read_text().splitlines() if ln.startswith("{")]
+    assert lines and all("word" not in ln for ln in lines)  # access lines never hold request bodies
+
+
+def post_all(server: Server, bodies: list[Any]) -> list[httpx.Response]:
+    """Every body posted at once from its own thread."""
+    out: list[Any] = [None] * len(bodies)
+
+    def send(i: int) -> None:
+        out[i] = server.post(bodies[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return out
+
+
+def batches_run(server: Server) -> float:
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith("tunesmith_batch_items_count"):
+            return float(line.split()[-1])
+    raise AssertionError("no tunesmith_batch_items_count in /metrics")
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_answers(runs):
+    run = runs["classification"]
+    texts = [f"invoice {i} " * (1 + i % 5) for i in range(16)]
+    expected = tunesmith.load(run).predict(texts)
+    server = Server(run, "--max-wait-ms", "200")
+    try:
+        before = batches_run(server)
+        answers = post_all(server, [{"inputs": [t]} for t in texts])
+        for got, want in zip(answers, expected, strict=True):
+            assert got.status_code == 200, got.text
+            close(got.json(), [want])
+        batches = batches_run(server) - before
+        assert batches < len(texts), f"{batches:.0f} batches for {len(texts)} concurrent requests"
+    finally:
+        assert server.stop() == 0
+
+
+def test_overload_is_429_and_slow_is_504(runs):
+    run = runs["classification"]
+    server = Server(run, "--max-concurrent", "1", "--max-wait-ms", "1500")
+    try:
+        first, second = post_all(server, [{"inputs": "my invoice"}, {"inputs": "login error"}])
+        statuses = sorted([first.status_code, second.status_code])
+        assert statuses == [200, 429], statuses
+        refused = first if first.status_code == 429 else second
+        assert refused.headers["retry-after"] == "1"
+    finally:
+        assert server.stop() == 0
+    server = Server(run, "--timeout", "0.05", "--max-wait-ms", "1000")
+    try:
+        late = server.post({"inputs": "my invoice"})
+        assert late.status_code == 504 and "0.05 s" in late.json()["error"]
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_finishes_the_request_in_flight(runs):
+    run = runs["classification"]
+    server = Server(run, "--max-wait-ms", "1000")
+    answer: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: answer.append(server.post({"inputs": "my invoice"})))
+    sender.start()
+    time.sleep(0.3)  # the request is queued in the batcher, waiting for company
+    started = time.monotonic()
+    assert server.stop() == 0
+    sender.join(timeout=30)
+    assert answer and answer[0].status_code == 200, answer
+    assert time.monotonic() - started < 20
+
+
+def test_a_bad_run_folder_is_one_line(tmp_path, cli):
+    code, _, err = cli("serve", str(tmp_path / "nowhere"))
+    assert code == 2 and "nowhere" in err and "Traceback" not in err
