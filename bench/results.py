@@ -128,12 +128,14 @@ def render(out: Path, target: Path) -> None:
         "sft": "Generative SFT: tunesmith vs TRL SFTTrainer",
         "tasks": "Every supervised task: tunesmith's defaults vs HF Trainer vs TF-IDF",
         "long": "Long documents: truncation at 128 and 512 tokens vs chunks (MiniLM, BBC News)",
+        "serve": "Serving: `tunesmith serve` vs FastAPI + `transformers.pipeline` (MiniLM, one SST-2 text per request)",
     }
     import long
+    import serve
     import tasks
 
     render_section = {"train": train_lines, "infer": infer_lines, "sft": sft_lines, "tasks": tasks.tasks_lines,
-                      "long": long.long_lines}  # fmt: skip
+                      "long": long.long_lines, "serve": serve.serve_lines}  # fmt: skip
     kept = _old_sections(target)
     reused = [t for n, t in titles.items() if n not in sections and t in kept]
     if reused and "Machine" in kept:  # the kept sections' machine; a rerun section names its own cpu below

@@ -7,7 +7,8 @@ Sections (each its own JSON in bench/out/, so one can be rerun alone; RESULTS.md
 - infer: `tunesmith predict` through each backend (torch, onnx, onnx-int8, onnx-int8-dynamic) vs
   `transformers.pipeline("text-classification", batch_size=32)` on 10,000 unseen SST-2 texts, with the
   model the first tunesmith SST-2 fp32 run fine-tuned, and agreement also on sst2/dev.tsv;
-- sft: SFT of SmolLM2-135M-Instruct on 500 GSM8K problems, tunesmith vs TRL's SFTTrainer.
+- sft: SFT of SmolLM2-135M-Instruct on 500 GSM8K problems, tunesmith vs TRL's SFTTrainer;
+- tasks, long, serve: see bench/tasks.py, bench/long.py, bench/serve.py.
 
 Contenders alternate within each repetition and each runs in its own process (bench/contenders.py):
 drift in the machine's speed hits all alike, and peak RSS is each one's own. The table holds medians.
@@ -337,13 +338,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sft-examples", type=int, default=500)
     parser.add_argument(
-        "--sections", nargs="+", default=["train", "infer", "sft", "tasks", "long"],
-        choices=["train", "infer", "sft", "tasks", "long"],
+        "--sections",
+        nargs="+",
+        default=["train", "infer", "sft", "tasks", "long", "serve"],
+        choices=["train", "infer", "sft", "tasks", "long", "serve"],
     )
     parser.add_argument("--long-sets", nargs="+", default=["bbc", "buried"], choices=["bbc", "buried"])
     parser.add_argument("--long-configs", nargs="+", default=None, help="Contenders of the long section (default all).")
     parser.add_argument("--long-train-rows", type=int, default=None, help="Training articles (default: all 1,701).")
     parser.add_argument("--long-epochs", type=int, default=None, help="Epochs of every long contender (default: ours).")
+    parser.add_argument("--serve-seconds", type=float, default=20, help="Load per server and concurrency level.")
+    parser.add_argument("--soak-seconds", type=float, default=180, help="tunesmith serve's soak at 64 clients.")
     parser.add_argument("--task-rows", type=int, default=2000, help="Training rows per set of the tasks section.")
     parser.add_argument("--task-sets", nargs="+", default=None, help="Sets of the tasks section (default: all).")
     parser.add_argument("--sets", nargs="+", default=["sst2", "trec"], choices=["sst2", "trec"])
@@ -374,10 +379,14 @@ def main() -> None:
                 result["sets"] = {**json.loads(earlier.read_text())["sets"], **result["sets"]}
         elif section == "long":
             result = long_run(args, info)
+        elif section == "serve":
+            import serve
+
+            result = serve.serve_section(args.work, args.serve_seconds, args.soak_seconds)
         else:
             result = sft_section(args.work, args.reps, args.sft_examples)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        reps = 1 if section in ("tasks", "long") else args.reps  # one run per contender and set
+        reps = 1 if section in ("tasks", "long", "serve") else args.reps  # one run per contender and set
         result.update(machine=info, reps=reps, date=stamp, minutes=(time.perf_counter() - started) / 60)
         (OUT / f"{section}.json").write_text(json.dumps(result, indent=1))
     results.render(OUT, BENCH / "RESULTS.md")

@@ -278,3 +278,95 @@ def test_sigterm_finishes_the_request_in_flight(runs):
 def test_a_bad_run_folder_is_one_line(tmp_path, cli):
     code, _, err = cli("serve", str(tmp_path / "nowhere"))
     assert code == 2 and "nowhere" in err and "Traceback" not in err
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def load(url: str, clients: int, seconds: float, stop_at: float | None = None) -> dict[str, list[Any]]:
+    """`clients` callers posting one after another for `seconds`; every 50th body malformed, every 100th over the
+    body limit. Returns each kind's statuses (or the exception's name when no answer came)."""
+    import asyncio
+
+    good = {"inputs": ["my invoice was wrong", "login error after the update"]}
+    oversized = json_bytes({"inputs": "word " * 4000})
+    results: dict[str, list[Any]] = {"good": [], "bad": [], "big": []}
+    sent = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while time.monotonic() < deadline:
+            sent += 1
+            kind = "bad" if sent % 50 == 7 else "big" if sent % 100 == 13 else "good"
+            body = {"bad": b'{"inputs": [', "big": oversized, "good": json_bytes(good)}[kind]
+            try:
+                got = await http.post(url + "/predict", content=body, headers={"Content-Type": "application/json"})
+                results[kind].append(got.status_code)
+                if kind == "good" and got.status_code == 200:
+                    assert len(got.json()) == 2
+            except httpx.TransportError as e:
+                results[kind].append(type(e).__name__)
+                return
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return results
+
+
+def json_bytes(body: Any) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
+
+
+def test_64_clients_with_bad_requests_mixed_in(runs):
+    import asyncio
+
+    server = Server(runs["classification"], "--max-body-mb", "0.01")
+    try:
+        asyncio.run(load(server.url, 64, 2))  # warm: the first batches pay one-off costs
+        before = rss_kib(server.proc.pid)
+        results = asyncio.run(load(server.url, 64, 8))
+        after = rss_kib(server.proc.pid)
+        assert len(results["good"]) > 64 and results["bad"] and results["big"]
+        assert set(results["good"]) == {200}, sorted(set(map(str, results["good"])))
+        assert set(results["bad"]) == {422} and set(results["big"]) == {413}
+        assert after < before * 1.2, f"RSS {before} -> {after} KiB over 8 s of load"
+    finally:
+        assert server.stop() == 0
+
+
+def test_429_under_overload_then_recovery(runs):
+    import asyncio
+
+    server = Server(runs["classification"], "--max-concurrent", "2", "--max-wait-ms", "20")
+    try:
+        results = asyncio.run(load(server.url, 16, 3))
+        statuses = set(results["good"])
+        assert 429 in statuses and 200 in statuses and statuses <= {200, 429}, statuses
+        assert server.post({"inputs": "my invoice"}).status_code == 200  # recovered once the crowd left
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_under_load_completes_what_was_in_flight(runs):
+    import asyncio
+
+    server = Server(runs["classification"])
+
+    async def scenario() -> dict[str, list[Any]]:
+        running = asyncio.ensure_future(load(server.url, 16, 10))
+        await asyncio.sleep(2)
+        server.proc.send_signal(signal.SIGTERM)
+        return await running
+
+    results = asyncio.run(scenario())
+    assert server.proc.wait(timeout=20) == 0
+    answered = [s for s in results["good"] if isinstance(s, int)]
+    assert answered and set(answered) == {200}, set(answered)  # a request it took is answered, none half-done
