@@ -28,7 +28,10 @@ except ImportError as missing:  # the extra is not installed: one line from the 
                       "pip install 'tunesmith[serve]'") from None  # fmt: skip
 
 from tunesmith.batcher import Batcher
-from tunesmith.serve_inputs import BadInput, Service
+from tunesmith.serve_inputs import BadInput, ChatRequest, Service
+
+ANSWERING = ("/predict", "/v1/chat/completions")
+"""The paths that run the model: counted against --max-concurrent, timed in the latency histogram."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def create_app(run: str | Path, backend: str = "torch", limits: Limits | None = 
     registry = CollectorRegistry()
     requests = Counter("tunesmith_requests", "Requests answered, by path and status.", ["path", "status"],
                        registry=registry)  # fmt: skip
-    latency = Histogram("tunesmith_request_seconds", "Time to answer /predict.", registry=registry,
+    latency = Histogram("tunesmith_request_seconds", "Time to answer a request that runs the model.", registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))  # fmt: skip
     batch_items = Histogram("tunesmith_batch_items", "Items per model call.", registry=registry,
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))  # fmt: skip
@@ -110,19 +113,19 @@ def create_app(run: str | Path, backend: str = "torch", limits: Limits | None = 
             response = error(411, "a request body needs a Content-Length (bodies are limited in size)", "length")
         elif int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
             response = error(413, f"body over {limits.max_body_bytes} bytes", "payload_too_large")
-        elif path == "/predict" and state["in_flight"] >= limits.max_concurrent_requests:
+        elif path in ANSWERING and state["in_flight"] >= limits.max_concurrent_requests:
             response = error(429, f"over {limits.max_concurrent_requests} requests in flight; retry shortly",
                              "overloaded", {"Retry-After": "1"})  # fmt: skip
         else:
-            state["in_flight"] += path == "/predict"
+            state["in_flight"] += path in ANSWERING
             in_flight.set(state["in_flight"])
             try:
                 response = await call_next(request)
             finally:
-                state["in_flight"] -= path == "/predict"
+                state["in_flight"] -= path in ANSWERING
                 in_flight.set(state["in_flight"])
         seconds = time.perf_counter() - started
-        if path == "/predict":
+        if path in ANSWERING:
             latency.observe(seconds)
         requests.labels(path, str(response.status_code)).inc()
         line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": request.method, "path": path,
@@ -151,25 +154,42 @@ def create_app(run: str | Path, backend: str = "torch", limits: Limits | None = 
 
     request_model, response_model = service.schemas()
 
-    # No `from __future__ import annotations` in this module: FastAPI must see the run's own request model here,
-    # a local, not the string "request_model".
-    records = list[response_model]  # type: ignore[valid-type]
-
-    @app.post("/predict", response_model=records, response_model_exclude_unset=True)
-    async def predict(body: request_model) -> Any:  # type: ignore[valid-type]
-        """One record per input, in input order, as `tunesmith predict` writes them."""
+    async def answer(items: list[Any], options: Any) -> Any:
+        """The batcher's records for these items, or the error response: 503 loading, 413 too many, 504 late."""
         if not state["ready"]:
             return error(503, "the model is still loading", "unavailable", {"Retry-After": "1"})
-        items, options = service.parse(body)
         if len(items) > limits.max_client_batch_size:
             raise BadInput(f"inputs: {len(items)} items, over --max-client-batch-size {limits.max_client_batch_size}",
                            413)  # fmt: skip
         cost = await asyncio.to_thread(service.cost, items, limits.strict)
         try:
-            records = await asyncio.wait_for(state["batcher"].submit(items, cost, options), limits.timeout_s)
+            return await asyncio.wait_for(state["batcher"].submit(items, cost, options), limits.timeout_s)
         except asyncio.TimeoutError:
             return error(504, f"not answered within {limits.timeout_s:g} s", "timeout")
-        return records
+
+    # No `from __future__ import annotations` in this module: FastAPI must see the run's own request model here,
+    # a local, not the string "request_model".
+    answers = list[response_model]  # type: ignore[valid-type]
+
+    @app.post("/predict", response_model=answers, response_model_exclude_unset=True)
+    async def predict(body: request_model) -> Any:  # type: ignore[valid-type]
+        """One record per input, in input order, as `tunesmith predict` writes them."""
+        return await answer(*service.parse(body))
+
+    if service.kind == "generate":
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(body: ChatRequest) -> Any:
+            """OpenAI's chat completion request and reply (no streaming), for clients written against it."""
+            options = (body.max_tokens, body.temperature, body.top_p, body.seed or 0)
+            got = await answer([[m.model_dump() for m in body.messages]], options)
+            if isinstance(got, Response):
+                return got
+            reply = got[0]["response"]
+            return {"id": f"chatcmpl-{time.time_ns():x}", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.model or service.title,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                 "finish_reason": "stop"}]}  # fmt: skip
 
     @app.get("/health")
     async def health() -> dict[str, str]:

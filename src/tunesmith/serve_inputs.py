@@ -32,6 +32,17 @@ class Message(BaseModel):
     content: str
 
 
+class ChatRequest(BaseModel):
+    """OpenAI's chat completion request, the fields a fine-tuned causal LM can honour (others are ignored)."""
+
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+
+
 class Service:
     """One run folder's predictor, its inputs and its records."""
 

@@ -121,6 +121,17 @@ def test_each_task_answers_as_the_python_api(runs, name):
         one = server.post({"inputs": wire(case.sample)[0], **extra})
         assert one.status_code == 200, one.text
         close(one.json(), api_records(run, name, case.sample[:1]))
+        if case.task == "generate":  # OpenAI's request shape too
+            chat = httpx.post(
+                server.url + "/v1/chat/completions",
+                timeout=30,
+                json={"model": "anything", "max_tokens": 8, "messages": [{"role": "user", "content": case.sample[0]}]},
+            )
+            assert chat.status_code == 200, chat.text
+            message = chat.json()["choices"][0]["message"]
+            assert message == {"role": "assistant", "content": api_records(run, name, case.sample[:1])[0]["response"]}
+            empty = httpx.post(server.url + "/v1/chat/completions", json={"messages": []}, timeout=30)
+            assert empty.status_code == 422 and empty.json()["error"].startswith("messages")
         info = httpx.get(server.url + "/info").json()
         assert info["task"] == case.task and info["backend"] == "torch"
         labels = tunesmith.load(run).labels if case.task != "generate" else None
