@@ -381,3 +381,16 @@ def test_sigterm_under_load_completes_what_was_in_flight(runs):
     assert server.proc.wait(timeout=20) == 0
     answered = [s for s in results["good"] if isinstance(s, int)]
     assert answered and set(answered) == {200}, set(answered)  # a request it took is answered, none half-done
+
+
+def test_workers_each_answer_alike(runs):
+    run = runs["classification"]
+    texts = ["my invoice was wrong", "login error"]
+    server = Server(run, "--workers", "2")
+    try:
+        answers = post_all(server, [{"inputs": texts}] * 6)
+        for got in answers:
+            assert got.status_code == 200, got.text
+            close(got.json(), tunesmith.load(run).predict(texts))
+    finally:
+        assert server.stop() == 0
