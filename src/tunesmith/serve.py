@@ -9,6 +9,7 @@ caller may ask (body, items, concurrency, time), batches callers together (batch
 import asyncio
 import hmac
 import json
+import os
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, TunesmithError
 
 try:
     from fastapi import FastAPI, Request
@@ -55,8 +56,12 @@ class Limits:
     cors_origins: tuple[str, ...] = ()
 
 
-def create_app(run: str | Path, backend: str = "torch", limits: Limits | None = None) -> FastAPI:
-    """The service of one run folder; the model loads (and is warmed up) when the app starts."""
+def create_app(
+    run: str | Path, backend: str = "torch", limits: Limits | None = None, wait_for_model: bool = False
+) -> FastAPI:
+    """The service of one run folder; the model loads (and is warmed up) when the app starts: in the background,
+    or with wait_for_model before the app takes any connection (each of --workers processes does so).
+    """
     limits = limits or Limits()
     service = Service(run, backend)  # reads tunesmith.json only: a bad folder is one line before any serving
     registry = CollectorRegistry()
@@ -78,15 +83,30 @@ def create_app(run: str | Path, backend: str = "torch", limits: Limits | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 (an async generator)
-        await asyncio.to_thread(service.load)
         batcher = Batcher(service.run_batch, limits.max_batch_tokens, limits.max_client_batch_size * 8,
                           limits.max_wait_ms / 1000, on_batch)  # fmt: skip
-        batcher.start()
-        await batcher.submit(*service.warmup())  # the first call's one-off costs are paid before /ready
+        state["batcher"] = batcher
         queue_depth.set_function(lambda: batcher.depth)
-        state.update(batcher=batcher, ready=True)
+
+        async def warm() -> None:
+            """Load θ̃, then pay the first call's one-off costs on a small request, before /ready says ready."""
+            try:
+                await asyncio.to_thread(service.load)
+                batcher.start()
+                await batcher.submit(*service.warmup())
+            except TunesmithError as e:  # a run folder whose weights cannot load: one line, a non-zero exit
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                os._exit(2)
+            state["ready"] = True
+
+        if wait_for_model:  # uvicorn takes connections only after startup: a worker serves once it is ready
+            await warm()
+        else:  # /health answers while the model loads; /ready and /predict say 503 until it has
+            state["warming"] = asyncio.get_running_loop().create_task(warm())
         yield
         state["ready"] = False
+        if "warming" in state and not state["warming"].done():
+            state["warming"].cancel()
         await batcher.stop()
 
     app = FastAPI(title=f"tunesmith: {service.title}", version=service.info()["tunesmith"], lifespan=lifespan,
@@ -224,19 +244,15 @@ def _authorised(request: Request, key: str) -> bool:
 
 def app_from_env() -> FastAPI:
     """The app of TUNESMITH_SERVE (JSON: run, backend, limits): what each of uvicorn's --workers processes builds."""
-    import os
-
     given = json.loads(os.environ["TUNESMITH_SERVE"])
     limits = given["limits"]
     limits["cors_origins"] = tuple(limits.get("cors_origins", ()))
-    return create_app(given["run"], given["backend"], Limits(**limits))
+    return create_app(given["run"], given["backend"], Limits(**limits), wait_for_model=True)
 
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch", workers: int = 1,
           limits: Limits | None = None, graceful_s: float = 30.0) -> None:  # fmt: skip
     """Serve until SIGTERM or SIGINT: then stop accepting, finish requests in flight (graceful_s at most), exit 0."""
-    import os
-
     import uvicorn
 
     limits = limits or Limits()
