@@ -129,7 +129,7 @@ def create_app(
         if limits.api_key and path != "/health" and not _authorised(request, limits.api_key):
             response = error(401, "missing or wrong 'Authorization: Bearer <key>'", "unauthorized",
                              {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        elif request.method == "POST" and "content-length" not in request.headers:
+        elif request.method == "POST" and not request.headers.get("content-length", "").isdigit():
             response = error(411, "a request body needs a Content-Length (bodies are limited in size)", "length")
         elif int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
             response = error(413, f"body over {limits.max_body_bytes} bytes", "payload_too_large")
