@@ -180,7 +180,9 @@ def test_onnx_backend_answers_as_the_python_api(runs, name):
 
 def test_bad_requests_get_their_status_and_one_line(runs, tmp_path):
     run = runs["classification"]
-    server = KeyedServer(run, "--api-key", "s3cret", "--max-client-batch-size", "4", "--max-body-mb", "0.01")
+    server = KeyedServer(
+        run, "--api-key", "s3cret", "--max-client-batch-size", "4", "--max-body-mb", "0.01", "--strict"
+    )
     key = server.auth()
     try:
         assert httpx.get(server.url + "/health").status_code == 200  # liveness needs no key
@@ -196,6 +198,7 @@ def test_bad_requests_get_their_status_and_one_line(runs, tmp_path):
             '{"inputs": "a", "top_k": 99}': (422, "top_k"),
             '{"inputs": ["a", "b", "c", "d", "e"]}': (413, "5 items"),
             '{"inputs": "' + "word " * 4000 + '"}': (413, "body over"),
+            '{"inputs": ["short", "' + "word " * 300 + '"]}': (413, "inputs[1]: 302 tokens, over the run's max_length"),
         }
         for body, (status, says) in cases.items():
             got = httpx.post(server.url + "/predict", content=body, timeout=30,
@@ -207,7 +210,7 @@ def test_bad_requests_get_their_status_and_one_line(runs, tmp_path):
         assert good.status_code == 200 and len(good.json()) == 2  # the server lived through all of it
         metrics = httpx.get(server.url + "/metrics", headers=key).text
         assert 'tunesmith_requests_total{path="/predict",status="422"} 6.0' in metrics
-        assert 'tunesmith_requests_total{path="/predict",status="413"} 2.0' in metrics
+        assert 'tunesmith_requests_total{path="/predict",status="413"} 3.0' in metrics
     finally:
         assert server.stop() == 0
     lines = [ln for ln in server.log.read_text().splitlines() if ln.startswith("{")]
