@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -259,6 +260,10 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: s
     Service(run, backend)  # a bad run folder or backend is one line here, not one per worker
     options = {"host": host, "port": port, "access_log": False, "timeout_graceful_shutdown": graceful_s,
                "log_level": "warning"}  # fmt: skip
+    # uvicorn drains, then re-raises the signal it caught to the handler it found: a no-op one makes a drained
+    # shutdown exit 0 instead of dying by SIGTERM.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     if workers > 1:  # each worker process builds its own app (and model) from the environment
         os.environ["TUNESMITH_SERVE"] = json.dumps({"run": str(run), "backend": backend, "limits": asdict(limits)})
         uvicorn.run("tunesmith.serve:app_from_env", factory=True, workers=workers, **options)

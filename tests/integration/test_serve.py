@@ -135,10 +135,10 @@ def test_each_task_answers_as_the_python_api(runs, name):
         info = httpx.get(server.url + "/info").json()
         assert info["task"] == case.task and info["backend"] == "torch"
         labels = tunesmith.load(run).labels if case.task != "generate" else None
-        assert info["labels"] == (labels.names if labels is not None else None)
+        assert info["labels"] == (list(labels.names) if labels is not None else None)
         schema = httpx.get(server.url + "/openapi.json").json()
         if case.task == "classification":  # /docs shows the run's own label names
-            assert schema["components"]["schemas"]["Prediction"]["properties"]["label"]["enum"] == labels.names
+            assert schema["components"]["schemas"]["Prediction"]["properties"]["label"]["enum"] == list(labels.names)
     finally:
         assert server.stop() == 0
 
