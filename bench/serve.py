@@ -4,8 +4,9 @@ one pipeline call per request), same run folder, same texts, same machine, one a
 The run: the packaged MiniLM fine-tuned by `tunesmith train` on 2,000 SST-2 rows (1 epoch, so the bench is about
 serving, not accuracy). Texts: sst2/dev.tsv sentences, one per request. Each server runs in its own process on
 127.0.0.1; clients are httpx's async client in this process, each posting one request after another, at
-concurrency 1, 8 and 64 for SECONDS each after a warm-up. Then a soak: tunesmith at 64 clients for SOAK_S with its
-RSS read every 10 s (growth from the first reading to the last).
+concurrency 1, 8 and 64 for --serve-seconds each after a warm-up. Then a soak: tunesmith at 64 clients for
+--soak-seconds with its RSS read every 10 s (growth from the first reading to the last). Clients and server share
+the machine's cores.
 
     .venv/bin/python bench/run.py --sections serve [--serve-seconds 20] [--soak-seconds 180]
 """

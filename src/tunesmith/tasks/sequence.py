@@ -38,7 +38,7 @@ from tunesmith.tasks.base import Recipe, Scorer
 
 DEFAULT_MAX_CHUNKS = 16
 DEFAULT_AGGREGATE = "max"
-"""--aggregate unset: bench/RESULTS.md's long section compares the three on BBC News and a buried-signal set."""
+"""--aggregate unset: max, best of the three on the buried-signal set of bench/RESULTS.md's long section."""
 
 
 @dataclass
