@@ -197,7 +197,7 @@ def create_app(
         """One record per input, in input order, as `tunesmith predict` writes them."""
         return await answer(*service.parse(body))
 
-    if service.kind == "generate":
+    if service.kind == "prompts":
 
         @app.post("/v1/chat/completions")
         async def chat_completions(body: ChatRequest) -> Any:

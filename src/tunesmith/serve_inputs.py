@@ -56,7 +56,7 @@ class Service:
             raise ConfigError(f"--backend {backend}: a {self.task.name} run is served with torch")
         self.backend = backend
         pairs = self.run.columns.get("text_pair") is not None
-        self.kind = {"generate": "generate", "tagging": "tagging"}.get(self.task.name, "pairs" if pairs else "texts")
+        self.kind = {"generate": "prompts", "tagging": "words"}.get(self.task.name, "pairs" if pairs else "texts")
         self.title = f"{self.task.name} run {self.run.path.resolve().name}"
         self.predictor: Any = None
 
@@ -72,8 +72,8 @@ class Service:
         return {
             "texts": "this run reads single texts: give a text or a list of texts",
             "pairs": "this run reads sentence pairs: give [text, text pair] or a list of them",
-            "tagging": "give a raw text, a list of them, or pre-split token lists",
-            "generate": "give a prompt, a list of them, or conversations (lists of {role, content})",
+            "words": "give a raw text, a list of them, or pre-split token lists",
+            "prompts": "give a prompt, a list of them, or conversations (lists of {role, content})",
         }[self.kind]
 
     def description(self) -> str:
@@ -81,8 +81,8 @@ class Service:
         shapes = {
             "texts": '`{"inputs": "one text"}` or `{"inputs": ["t1", "t2"]}`',
             "pairs": '`{"inputs": ["text", "text pair"]}` or `{"inputs": [["a1", "b1"], ["a2", "b2"]]}`',
-            "tagging": '`{"inputs": "raw text"}`, a list of them, or pre-split `{"inputs": [["New", "York"]]}`',
-            "generate": '`{"inputs": "a prompt"}`, a list of them, or conversations of {role, content}',
+            "words": '`{"inputs": "raw text"}`, a list of them, or pre-split `{"inputs": [["New", "York"]]}`',
+            "prompts": '`{"inputs": "a prompt"}`, a list of them, or conversations of {role, content}',
         }
         return f"POST /predict takes {shapes[self.kind]} and answers one record per input, in input order."
 
@@ -91,7 +91,7 @@ class Service:
         names = tuple(self.run.labels.names) if self.run.labels is not None else ()
         label: Any = Literal[names] if names else str  # type: ignore[valid-type]
         loose = ConfigDict(extra="forbid")
-        if self.kind == "generate":
+        if self.kind == "prompts":
             inputs: Any = Union[str, list[Union[str, list[Message]]]]  # noqa: UP007 (pydantic reads the union)
             request = create_model("PredictRequest", __config__=loose, inputs=(inputs, ...),
                                    max_new_tokens=(int, Field(256, ge=1, le=4096)),
@@ -99,7 +99,7 @@ class Service:
                                    seed=(int, 0))  # fmt: skip
             record = create_model("Reply", response=(str, ...))
             return request, record
-        if self.kind == "tagging":
+        if self.kind == "words":
             entity = create_model("Entity", type=(label, ...), start=(int, ...), end=(int, ...), text=(str, ...),
                                   score=(float | None, None))  # fmt: skip
             request = create_model("PredictRequest", __config__=loose,
@@ -114,9 +114,10 @@ class Service:
         request = create_model("PredictRequest", __config__=loose, inputs=(inputs, ...),
                                top_k=(int | None, Field(None, ge=1)), explain=(bool, False))  # fmt: skip
         fields: dict[str, Any] = {"chunks": (list[chunk] | None, None)}  # type: ignore[valid-type]
-        if self.task.name == "regression":
+        record = {"regression": "value", "multilabel": "labels"}.get(self.task.name, "label")
+        if record == "value":
             fields["value"] = (float, ...)
-        elif self.task.name == "multilabel":
+        elif record == "labels":
             fields.update(labels=(list[label], ...), scores=(dict[str, float], ...))  # type: ignore[valid-type]
         else:
             fields.update(label=(label, ...), score=(float, ...), scores=(dict[str, float], ...))
@@ -125,11 +126,11 @@ class Service:
     def parse(self, body: BaseModel) -> tuple[list[Any], Hashable]:
         """The request's items as the predictor takes them, and its options (requests batch with equal ones)."""
         raw = body.inputs  # type: ignore[attr-defined]
-        if self.kind == "generate":
+        if self.kind == "prompts":
             items = [raw] if isinstance(raw, str) else list(raw)
             items = [x if isinstance(x, str) else [m.model_dump() for m in x] for x in items]
             options: Hashable = (body.max_new_tokens, body.temperature, body.top_p, body.seed)  # type: ignore[attr-defined]
-        elif self.kind == "tagging":
+        elif self.kind == "words":
             items = [raw] if isinstance(raw, str) else list(raw)
             options = None
         else:
@@ -168,9 +169,9 @@ class Service:
         from tunesmith.data.chunks import token_lengths
 
         p = self.predictor
-        if self.kind == "generate":
+        if self.kind == "prompts":
             return len(items) * p.max_length
-        if self.kind == "tagging":
+        if self.kind == "words":
             texts = [x if isinstance(x, str) else " ".join(x) for x in items]
             return int(token_lengths(p.tokenizer, texts).clip(max=p.max_length).sum())
         first = [x[0] if isinstance(x, tuple) else x for x in items]
@@ -187,19 +188,19 @@ class Service:
     def run_batch(self, items: list[Any], options: Hashable) -> list[Any]:
         """The predictor on one batch of items (in the batcher's thread)."""
         p = self.predictor
-        if self.kind == "generate":
+        if self.kind == "prompts":
             max_new, temperature, top_p, seed = options  # type: ignore[misc]
             return [{"response": r} for r in p.generate(items, max_new, temperature, top_p, seed)]
-        if self.kind == "tagging":
+        if self.kind == "words":
             return p.predict(items)
         top_k, explain = options  # type: ignore[misc]
         return p.predict(items, top_k, explain)
 
     def warmup(self) -> tuple[list[Any], int, Hashable]:
         """A small request of this run's kind, for the batcher before /ready says ready."""
-        if self.kind == "generate":
+        if self.kind == "prompts":
             return ["Hello"], 1, (4, 0.0, 1.0, 0)
-        if self.kind == "tagging":
+        if self.kind == "words":
             return ["Warm up"], 1, None
         return [("warm", "up")] if self.kind == "pairs" else ["warm up"], 1, (None, False)
 
