@@ -8,6 +8,8 @@ them. The predictor answers; nothing here knows a model.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -59,12 +61,20 @@ class Service:
         self.kind = {"generate": "prompts", "tagging": "words"}.get(self.task.name, "pairs" if pairs else "texts")
         self.title = f"{self.task.name} run {self.run.path.resolve().name}"
         self.predictor: Any = None
+        self.counter: Any = None
+        self.counting = threading.Lock()
 
     def load(self) -> None:
-        """θ̃ and its tokenizer (slow: in a thread, while /health already answers)."""
+        """θ̃ and its tokenizer (slow: in a thread, while /health already answers).
+
+        cost() counts with a copy of the tokenizer, one thread at a time: a fast tokenizer keeps its truncation
+        setting in shared state, so counting (untruncated) beside the batcher's predict (truncated) on one object
+        let a long text reach the model whole, and failed the batch it was in.
+        """
         from tunesmith.tasks import open_run
 
         self.predictor = open_run(self.run.path, None, self.backend)
+        self.counter = copy.deepcopy(self.predictor.tokenizer)
 
     @property
     def expects(self) -> str:
@@ -173,10 +183,12 @@ class Service:
             return len(items) * p.max_length
         if self.kind == "words":
             texts = [x if isinstance(x, str) else " ".join(x) for x in items]
-            return int(token_lengths(p.tokenizer, texts).clip(max=p.max_length).sum())
+            with self.counting:
+                return int(token_lengths(self.counter, texts).clip(max=p.max_length).sum())
         first = [x[0] if isinstance(x, tuple) else x for x in items]
         second = [x[1] for x in items] if self.kind == "pairs" else None
-        lengths = token_lengths(p.tokenizer, first, second)
+        with self.counting:
+            lengths = token_lengths(self.counter, first, second)
         if strict and (lengths > p.max_length).any():
             at = int((lengths > p.max_length).argmax())
             raise BadInput(f"inputs[{at}]: {int(lengths[at])} tokens, over the run's max_length {p.max_length} "

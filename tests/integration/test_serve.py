@@ -397,3 +397,40 @@ def test_workers_each_answer_alike(runs):
             close(got.json(), tunesmith.load(run).predict(texts))
     finally:
         assert server.stop() == 0
+
+
+def test_counting_tokens_leaves_the_predictors_tokenizer_alone(runs):
+    """The server counts a request's tokens on the event loop's threads while the batcher predicts: with one
+    shared fast tokenizer, counting (untruncated) switched off the predictor's truncation mid-batch, so a long text
+    reached the model whole and its batch failed with a 500 (seen under load with SIGTERM)."""
+    from tunesmith.serve_inputs import Service
+
+    service = Service(runs["classification"], "torch")
+    service.load()
+    shared = service.predictor.tokenizer
+    shared("warm up", truncation=True, max_length=service.predictor.max_length)
+    before = shared.backend_tokenizer.truncation
+    assert before is not None
+    long = "word " * 4000
+    chunking = service.predictor.chunking
+    most = service.predictor.max_length * (chunking.max_chunks if chunking is not None else 1)
+    assert service.cost([long], strict=False) == most  # counted whole, then capped at what the run reads
+    assert shared.backend_tokenizer.truncation == before
+    stop = time.monotonic() + 3
+    failures: list[str] = []
+
+    def count() -> None:
+        while time.monotonic() < stop:
+            service.cost([long] * 8, strict=False)
+
+    counters = [threading.Thread(target=count) for _ in range(2)]
+    for t in counters:
+        t.start()
+    while time.monotonic() < stop:  # the batcher's side, with long texts that must stay truncated
+        try:
+            service.run_batch([long, "my invoice was wrong"], (None, False))
+        except Exception as e:  # noqa: BLE001 (the failure is the finding)
+            failures.append(repr(e))
+    for t in counters:
+        t.join()
+    assert not failures, failures[:2]
