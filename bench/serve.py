@@ -3,10 +3,10 @@ one pipeline call per request), same run folder, same texts, same machine, one a
 
 The run: the packaged MiniLM fine-tuned by `tunesmith train` on 2,000 SST-2 rows (1 epoch, so the bench is about
 serving, not accuracy). Texts: sst2/dev.tsv sentences, one per request. Each server runs in its own process on
-127.0.0.1; clients are httpx's async client in this process, each posting one request after another, at
-concurrency 1, 8 and 64 for --serve-seconds each after a warm-up. Then a soak: tunesmith at 64 clients for
---soak-seconds with its RSS read every 10 s (growth from the first reading to the last). Clients and server share
-the machine's cores.
+127.0.0.1; clients are httpx async clients in this process, one connection each, opened before the clock starts,
+each posting one request after another, at concurrency 1, 8 and 64 for --serve-seconds each after a warm-up.
+Then a soak: tunesmith at 64 clients, 10 s to reach its working set, then --soak-seconds with its RSS read every
+10 s (growth from the first reading to the last). Clients and server share the machine's cores.
 
     .venv/bin/python bench/run.py --sections serve [--serve-seconds 20] [--soak-seconds 180]
 """
@@ -115,27 +115,38 @@ def start(who: str, run: Path, work: Path) -> tuple[subprocess.Popen[bytes], str
 
 
 async def drive(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, Any]:
-    """`clients` callers, each posting one text per request, one after another, for `seconds`."""
+    """`clients` callers, each posting one text per request, one after another, for `seconds`.
+
+    Each caller has its own one-connection httpx client: with one pool of 64 connections httpcore scans every
+    connection per request (a getpeername call each), and that client took half a core of the 2 the servers run
+    on, more for the server that answers in bursts (batches) than for the one that answers one at a time.
+    """
     latencies: list[float] = []
     failures = 0
-    deadline = time.monotonic() + seconds
     at = 0
+    connected = asyncio.Barrier(clients + 1)
+    deadline = float("inf")
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         nonlocal at, failures
-        while time.monotonic() < deadline:
-            text = texts[at % len(texts)]
-            at += 1
-            started = time.perf_counter()
-            got = await http.post(url + "/predict", json={"inputs": text})
-            if got.status_code != 200:
-                failures += 1
-                continue
-            latencies.append(time.perf_counter() - started)
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=1)) as http:
+            await http.get(url + "/health")  # connected before the clock starts: steady state, not the ramp-up
+            await connected.wait()
+            while time.monotonic() < deadline:
+                text = texts[at % len(texts)]
+                at += 1
+                started = time.perf_counter()
+                got = await http.post(url + "/predict", json={"inputs": text})
+                if got.status_code != 200:
+                    failures += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
 
+    callers = [asyncio.create_task(client()) for _ in range(clients)]
+    await connected.wait()
+    deadline = time.monotonic() + seconds
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+    await asyncio.gather(*callers)
     elapsed = time.perf_counter() - started
     ms = sorted(x * 1000 for x in latencies)
     return {"items/s": len(ms) / elapsed, "p50 ms": statistics.median(ms) if ms else float("nan"),
@@ -178,7 +189,10 @@ def serve_section(work: Path, seconds: float, soak_s: float) -> dict[str, Any]:
 
 
 def soak(pid: int, url: str, texts: list[str], seconds: float) -> dict[str, Any]:
-    """64 clients for `seconds`, RSS read every 10 s."""
+    """64 clients for `seconds`, RSS read every 10 s, after 10 s at that load: a leak grows on, a working set
+    (64 connections' buffers, batches of their size) is there by then.
+    """
+    asyncio.run(drive(url, texts, 64, 10))
     readings: list[float] = []
 
     async def watch() -> None:
