@@ -36,6 +36,8 @@ from tunesmith.serve_inputs import BadInput, ChatRequest, Service
 
 ANSWERING = ("/predict", "/v1/chat/completions")
 """The paths that run the model: counted against --max-concurrent, timed in the latency histogram."""
+BATCH_REQUESTS = 8
+"""A batch holds at most this many full requests' items (under load the token budget is usually reached first)."""
 
 
 @dataclass(frozen=True)
@@ -75,19 +77,25 @@ def create_app(
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))  # fmt: skip
     batch_items = Histogram("tunesmith_batch_items", "Items per model call.", registry=registry,
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))  # fmt: skip
+    batch_seconds = Histogram("tunesmith_batch_seconds", "Time per model call.", registry=registry,
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))  # fmt: skip
+    tokens_done = Counter("tunesmith_tokens", "Tokens read by the model (what --max-batch-tokens counts).",
+                          registry=registry)  # fmt: skip
     items_done = Counter("tunesmith_items", "Items answered (rate() of it is items/s).", registry=registry)
     queue_depth = Gauge("tunesmith_queue_depth", "Requests waiting for a batch.", registry=registry)
     in_flight = Gauge("tunesmith_requests_in_flight", "Requests being answered.", registry=registry)
 
     def on_batch(items: int, tokens: int, seconds: float) -> None:
         batch_items.observe(items)
+        batch_seconds.observe(seconds)
         items_done.inc(items)
+        tokens_done.inc(tokens)
 
     state: dict[str, Any] = {"ready": False, "in_flight": 0}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 (an async generator)
-        batcher = Batcher(service.run_batch, limits.max_batch_tokens, limits.max_client_batch_size * 8,
+        batcher = Batcher(service.run_batch, limits.max_batch_tokens, limits.max_client_batch_size * BATCH_REQUESTS,
                           limits.max_wait_ms / 1000, on_batch)  # fmt: skip
         state["batcher"] = batcher
         queue_depth.set_function(lambda: batcher.depth)
@@ -263,9 +271,9 @@ def _few_arenas() -> None:
     """At most two glibc malloc arenas in this process (M_ARENA_MAX), before the serving threads start.
 
     glibc gives threads that contend for malloc arenas of their own, up to 8 per core, and keeps what they free:
-    under 64 clients the event loop's, the token counters' and the batcher's threads grew the server's RSS by 8%
-    over the two minutes after the first ten seconds, while with two arenas it stayed within 1%, at the same
-    throughput (bench/serve.py's soak). Elsewhere than glibc (macOS, musl) there is nothing to set.
+    under 64 clients (the event loop's, the token counters' and the batcher's threads) the server's RSS grew 8.5%
+    from the 10 s reading to the 110 s one; with two arenas, 1.5% (bench/serve.py's soak, 2 cores).
+    Elsewhere than glibc (macOS, musl) there is nothing to set.
     """
     try:
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8: M_ARENA_MAX in glibc's malloc.h
