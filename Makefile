@@ -37,7 +37,7 @@ demo-generate: $(VENV)/.installed
 # The suite without the `claim` runs (bench/DEFAULTS.md measures what they assert): under 15 minutes here.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -m 'not claim'
+	$(VENV)/bin/pytest -q -m 'not claim' --durations=10
 
 test-all: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
